@@ -1,0 +1,42 @@
+"""The FastAPI application: combines the routers; builds nothing at import time."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from controlplane import __version__
+from controlplane.api import problems
+from controlplane.api.limits import BodyLimit, RejectNul
+from controlplane.api.routers import artifacts, governance, health, ledger, principals
+from controlplane.config import Settings
+from controlplane.core import ControlPlane
+
+
+def create_app(settings: Settings | None = None, cp: ControlPlane | None = None) -> FastAPI:
+    """Build the app around a control plane (created from ``settings`` when not given)."""
+    plane = cp or ControlPlane(settings or Settings())
+    owns = cp is None
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if owns:
+            plane.close()
+
+    app = FastAPI(
+        title="controlplane",
+        version=__version__,
+        description="Governance and audit control plane for preference-optimization "
+        "pipelines: a verifiable ledger, an artifact registry with lineage, and RBAC.",
+        lifespan=lifespan,
+    )
+    app.state.cp = plane
+    problems.install(app)
+    for module in (health, principals, artifacts, governance, ledger):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimit, max_bytes=plane.settings.max_body_bytes)
+    app.add_middleware(RejectNul)
+    return app

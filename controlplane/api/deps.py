@@ -1,0 +1,42 @@
+"""Dependencies as ``Annotated`` aliases: the control plane, a read session, the caller."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from controlplane.authz.service import Principal
+from controlplane.core import ControlPlane
+
+_bearer = HTTPBearer(auto_error=False, description="API token (`controlplane principal token`)")
+
+
+def get_cp(request: Request) -> ControlPlane:
+    return request.app.state.cp  # type: ignore[no-any-return]
+
+
+CP = Annotated[ControlPlane, Depends(get_cp)]
+
+
+def get_session(cp: CP) -> Iterator[Session]:
+    with cp.db.read() as session:
+        yield session
+
+
+ReadSession = Annotated[Session, Depends(get_session)]
+
+
+def get_principal(
+    cp: CP,
+    session: ReadSession,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    token = credentials.credentials if credentials is not None else None
+    return cp.identity.authenticate(session, token)
+
+
+Caller = Annotated[Principal, Depends(get_principal)]

@@ -1,0 +1,102 @@
+"""RFC 9457 problem+json: every error the API returns, mapped in one place.
+
+Internal exception text is never echoed on a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from controlplane.errors import ControlPlaneError
+from controlplane.ledger.errors import LedgerError
+
+log = logging.getLogger("controlplane.api")
+PROBLEM = "application/problem+json"
+TYPE_BASE = "https://controlplane.dev/problems/"
+
+
+def problem(
+    status: int, title: str, detail: str, code: str, request: Request | None = None, **extra: Any
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": TYPE_BASE + code,
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    if request is not None:
+        body["instance"] = request.url.path
+    body.update({k: v for k, v in extra.items() if v is not None})
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    out = []
+    for error in exc.errors():
+        out.append(
+            {
+                "loc": [str(part) for part in error.get("loc", ())],
+                "msg": str(error.get("msg", "")),
+                "type": str(error.get("type", "")),
+            }
+        )
+    return out
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ControlPlaneError)
+    async def _domain(request: Request, exc: ControlPlaneError) -> JSONResponse:
+        return problem(exc.status, exc.title, exc.detail, exc.code, request, **exc.extra)
+
+    @app.exception_handler(LedgerError)
+    async def _ledger(request: Request, exc: LedgerError) -> JSONResponse:
+        return problem(422, "Invalid input", str(exc), "invalid-input", request)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = _validation_errors(exc)
+        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+        detail = f"{'.'.join(first['loc'])}: {first['msg']}" if first["loc"] else first["msg"]
+        return problem(422, "Invalid input", detail, "invalid-input", request, errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        titles = {404: "Not found", 405: "Method not allowed", 413: "Payload too large"}
+        title = titles.get(exc.status_code, "Error")
+        return problem(
+            exc.status_code, title, str(exc.detail), title.lower().replace(" ", "-"), request
+        )
+
+    @app.exception_handler(DataError)
+    async def _data(request: Request, exc: DataError) -> JSONResponse:
+        log.warning("database refused a value on %s: %s", request.url.path, exc.orig)
+        return problem(
+            422,
+            "Invalid input",
+            "a value is out of range or not storable",
+            "invalid-input",
+            request,
+        )
+
+    @app.exception_handler(OverflowError)
+    async def _overflow(request: Request, exc: OverflowError) -> JSONResponse:
+        return problem(422, "Invalid input", "a number is out of range", "invalid-input", request)
+
+    @app.exception_handler(RecursionError)
+    async def _deep(request: Request, exc: RecursionError) -> JSONResponse:
+        return problem(400, "Bad request", "JSON is nested too deeply", "bad-request", request)
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem(
+            500, "Internal error", "the server failed; see its log", "internal-error", request
+        )

@@ -1,0 +1,1 @@
+"""Principals, bearer tokens and casbin authorization with project domains."""

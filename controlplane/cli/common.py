@@ -1,0 +1,119 @@
+"""Shared options, output and the one mapping from errors to exit codes.
+
+Exit codes scripts can rely on:
+0 success; 1 verification failed; 2 bad usage or invalid input (400/413/422);
+3 not authenticated or not allowed (401/403); 4 not found (404); 5 conflict (409);
+6 server unreachable or server error (5xx).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date, datetime
+from functools import wraps
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+
+from controlplane.client.api import ApiClient, ApiError
+from controlplane.config import DEFAULT_PROJECT, Settings
+from controlplane.errors import ControlPlaneError
+from controlplane.ledger.errors import LedgerError
+
+EXIT_OK = 0
+EXIT_VERIFY_FAILED = 1
+EXIT_USAGE = 2
+EXIT_AUTH = 3
+EXIT_NOT_FOUND = 4
+EXIT_CONFLICT = 5
+EXIT_SERVER = 6
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+UrlOpt = Annotated[
+    str | None,
+    typer.Option("--url", envvar="CONTROLPLANE_URL", help="API address.", show_default=False),
+]
+TokenOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="CONTROLPLANE_TOKEN",
+        help="Bearer token (default: the bootstrap admin token of the local data directory).",
+        show_default=False,
+    ),
+]
+ProjectOpt = Annotated[
+    str, typer.Option("--project", "-p", envvar="CONTROLPLANE_PROJECT", help="Project.")
+]
+DEFAULT_PROJECT_VALUE = DEFAULT_PROJECT
+
+
+def exit_code_for_status(status: int) -> int:
+    if status in (401, 403):
+        return EXIT_AUTH
+    if status == 404:
+        return EXIT_NOT_FOUND
+    if status == 409:
+        return EXIT_CONFLICT
+    if status == 0 or status >= 500:
+        return EXIT_SERVER
+    return EXIT_USAGE
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    """One line on stderr, then exit with ``code``."""
+    err.print(f"error: {message}", markup=False)
+    raise typer.Exit(code)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handle_errors(fn: F) -> F:
+    """Turn API and domain errors into a one-line message and a stable exit code."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ApiError as exc:
+            fail(exc.detail, exit_code_for_status(exc.status))
+        except ControlPlaneError as exc:
+            fail(exc.detail, exit_code_for_status(exc.status))
+        except LedgerError as exc:
+            fail(f"verification failed: {exc}", EXIT_VERIFY_FAILED)
+        except (OSError, ValueError) as exc:
+            fail(str(exc), EXIT_USAGE)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=_default, ensure_ascii=False) + "\n")
+
+
+@contextmanager
+def client(url: str | None, token: str | None) -> Iterator[ApiClient]:
+    """An API client from options, environment and the local data directory."""
+    settings = Settings()
+    resolved_token = token or settings.token
+    if not resolved_token and settings.admin_token_file.exists():
+        resolved_token = settings.admin_token_file.read_text().strip()
+    api = ApiClient(url or settings.url, resolved_token)
+    try:
+        yield api
+    finally:
+        api.close()

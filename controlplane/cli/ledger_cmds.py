@@ -1,0 +1,297 @@
+"""``log``, ``proof``, ``checkpoint``, ``export`` and ``verify``: the ledger, trusted by no one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn
+
+from controlplane.cli.common import (
+    EXIT_VERIFY_FAILED,
+    JsonOpt,
+    TokenOpt,
+    UrlOpt,
+    client,
+    err,
+    handle_errors,
+    out,
+    print_json,
+)
+from controlplane.client.api import ApiClient
+from controlplane.client.verify import (
+    StateFile,
+    load_bundle,
+    verify_bundle,
+    verify_server,
+)
+from controlplane.config import Settings
+from controlplane.ledger import merkle
+from controlplane.ledger.checkpoint import Checkpoint, NoteVerifier
+from controlplane.ledger.verify import VerificationReport
+
+proof_app = typer.Typer(help="Fetch a Merkle proof and check it against a signed checkpoint.")
+
+
+@handle_errors
+def log(
+    start: Annotated[int, typer.Option(min=0, help="First seq.")] = 0,
+    limit: Annotated[int, typer.Option(min=1, max=5000)] = 50,
+    actor: Annotated[str | None, typer.Option(help="Only entries by this principal.")] = None,
+    action: Annotated[str | None, typer.Option(help="e.g. artifact.version_registered")] = None,
+    kind: Annotated[str | None, typer.Option(help="Subject kind, e.g. dataset.")] = None,
+    name: Annotated[str | None, typer.Option(help="Subject name.")] = None,
+    project: Annotated[str | None, typer.Option("--project", "-p")] = None,
+    tail: Annotated[bool, typer.Option(help="Show the last LIMIT entries.")] = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List ledger entries (who did what, when, to what)."""
+    with client(url, token) as api:
+        if tail:
+            size = api.get("/v1/ledger/checkpoint")["tree_size"]
+            start = max(0, size - limit)
+        data = api.get(
+            "/v1/ledger/entries",
+            start=start,
+            limit=limit,
+            actor=actor,
+            action=action,
+            kind=kind,
+            name=name,
+            project=project,
+        )
+    if as_json:
+        print_json(data)
+        return
+    for e in data["data"]:
+        subject = e["subject"]
+        label = "/".join(str(subject[k]) for k in ("kind", "name") if k in subject)
+        if "version" in subject:
+            label += f"@{subject['version']}"
+        if subject.get("project"):
+            label = f"{subject['project']}:{label}"
+        out.print(
+            f"{e['seq']:>6}  {e['timestamp']}  {e['entry_hash'][:12]}  {e['actor']:<12} "
+            f"{e['action']:<28} {label}",
+            markup=False,
+        )
+    if data.get("next_start") is not None:
+        out.print(f"more: --start {data['next_start']}")
+
+
+def _trusted(api: ApiClient) -> tuple[str, list[NoteVerifier]]:
+    keys = api.get("/v1/ledger/keys")
+    return keys["origin"], [NoteVerifier.parse(k["verifier"]) for k in keys["data"]]
+
+
+def _signed_checkpoint(api: ApiClient) -> tuple[dict[str, Any], Checkpoint]:
+    origin, verifiers = _trusted(api)
+    latest = api.get("/v1/ledger/checkpoint")
+    checkpoint = Checkpoint.open(latest["note"], verifiers)
+    if checkpoint.origin != origin:
+        raise ValueError(f"checkpoint origin {checkpoint.origin!r} is not {origin!r}")
+    return latest, checkpoint
+
+
+@handle_errors
+def checkpoint(url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+    """Show the latest signed checkpoint after checking its signature."""
+    with client(url, token) as api:
+        latest, parsed = _signed_checkpoint(api)
+    if as_json:
+        print_json({**latest, "signature_verified": True})
+        return
+    out.print(latest["note"], end="", markup=False)
+    out.print(f"signature verified; tree size {parsed.size}, root {parsed.root_hash.hex()}")
+
+
+@proof_app.command("inclusion")
+@handle_errors
+def proof_inclusion(
+    seq: Annotated[int, typer.Argument(min=0, help="Entry seq.")],
+    tree_size: Annotated[int | None, typer.Option(help="Default: latest checkpoint.")] = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Prove that entry SEQ is in the ledger, against the signed checkpoint."""
+    with client(url, token) as api:
+        _, signed = _signed_checkpoint(api)
+        size = tree_size or signed.size
+        proof = api.get("/v1/ledger/proofs/inclusion", seq=seq, tree_size=size)
+        entry = api.get(f"/v1/ledger/entries/{seq}")
+    leaf = merkle.leaf_hash(bytes.fromhex(entry["entry_hash"]))
+    root = signed.root_hash if size == signed.size else bytes.fromhex(proof["root_hash"])
+    merkle.verify_inclusion(seq, size, leaf, [bytes.fromhex(h) for h in proof["hashes"]], root)
+    result = {**proof, "verified": True, "against_signed_checkpoint": size == signed.size}
+    if as_json:
+        print_json(result)
+        return
+    out.print(f"entry {seq} ({entry['action']}) is included in the tree of size {size}")
+    out.print(f"  leaf  {proof['leaf_hash']}")
+    for position, h in enumerate(proof["hashes"]):
+        out.print(f"  [{position}]   {h}")
+    out.print(f"  root  {proof['root_hash']}")
+    if size == signed.size:
+        out.print("verified against the signed checkpoint")
+    else:
+        out.print("verified against the served root (not the latest signed checkpoint)")
+
+
+@proof_app.command("consistency")
+@handle_errors
+def proof_consistency(
+    first: Annotated[int, typer.Argument(min=1, help="Older tree size.")],
+    second: Annotated[int | None, typer.Argument(help="Newer tree size (default: latest).")] = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Prove that the ledger of SECOND entries extends the ledger of FIRST entries."""
+    with client(url, token) as api:
+        _, signed = _signed_checkpoint(api)
+        size = second or signed.size
+        proof = api.get("/v1/ledger/proofs/consistency", first=first, second=size)
+    second_root = signed.root_hash if size == signed.size else bytes.fromhex(proof["second_root"])
+    merkle.verify_consistency(
+        first,
+        size,
+        bytes.fromhex(proof["first_root"]),
+        second_root,
+        [bytes.fromhex(h) for h in proof["hashes"]],
+    )
+    if as_json:
+        print_json({**proof, "verified": True})
+        return
+    out.print(f"the ledger of {size} entries extends the ledger of {first} entries")
+    out.print(f"  first root   {proof['first_root']}")
+    out.print(f"  second root  {proof['second_root']}")
+    out.print(f"  {len(proof['hashes'])} proof hashes verified")
+
+
+@handle_errors
+def export(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Bundle file to write.")] = Path(
+        "controlplane-audit-bundle.json"
+    ),
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Download an audit bundle (entries, checkpoints, keys) that verifies offline."""
+    tmp = output.with_name(output.name + ".part")
+    try:
+        with client(url, token) as api, tmp.open("wb") as handle, _progress() as bar:
+            task = bar.add_task("downloading", total=None)
+            for written in api.stream_to("/v1/ledger/export", handle):
+                bar.update(task, completed=written)
+        tmp.replace(output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    bundle = load_bundle(output)
+    info = {
+        "output": str(output),
+        "entries": len(bundle["entries"]),
+        "tree_size": bundle["tree_size"],
+    }
+    if as_json:
+        print_json(info)
+        return
+    out.print(
+        f"wrote {output}: {info['entries']} entries, {len(bundle['checkpoints'])} checkpoints"
+    )
+    out.print(f"check it anywhere with: controlplane verify --bundle {output}")
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}"),
+        console=err,
+        transient=True,
+    )
+
+
+@handle_errors
+def verify(
+    bundle: Annotated[
+        Path | None, typer.Option(help="Verify an exported bundle offline (no server).")
+    ] = None,
+    key: Annotated[
+        list[str] | None,
+        typer.Option(help="Trusted note verifier key for --bundle (default: the bundle's)."),
+    ] = None,
+    state: Annotated[
+        Path | None,
+        typer.Option(help="Where the last verified checkpoint is kept.", show_default=False),
+    ] = None,
+    database: Annotated[
+        bool,
+        typer.Option(
+            "--database",
+            help="Operator check on the database itself (CONTROLPLANE_DATABASE_URL or the data "
+            "directory): also Merkle nodes, index columns and a replay of the projections.",
+        ),
+    ] = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Verify the whole ledger client-side: every hash, the Merkle root, the signatures, and
+    consistency with the checkpoint verified last time. Exit 1 if anything is wrong."""
+    if database:
+        report, source = _verify_database()
+    elif bundle is not None:
+        report = verify_bundle(load_bundle(bundle), key)
+        source = str(bundle)
+    else:
+        state_file = StateFile(state or Settings().verify_state_file)
+        with client(url, token) as api, _progress() as bar:
+            task = bar.add_task("verifying entries", total=None)
+            report = verify_server(api, state_file, lambda n: bar.update(task, completed=n))
+            source = api.url
+    _report(report, source, as_json)
+
+
+def _verify_database() -> tuple[VerificationReport, str]:
+    from controlplane.core import ControlPlane
+    from controlplane.store.integrity import check_database
+
+    cp = ControlPlane(Settings())
+    try:
+        with _progress() as bar:
+            task = bar.add_task("checking", total=None)
+            report = check_database(
+                cp.store,
+                progress=lambda what, n: bar.update(task, description=what, completed=n),
+            )
+        return report, cp.db.url.split("@")[-1]
+    finally:
+        cp.close()
+
+
+def _report(report: VerificationReport, source: str, as_json: bool) -> None:
+    if as_json:
+        print_json({"source": source, **report.to_dict()})
+    elif report.ok:
+        out.print(
+            f"OK: {report.size} entries verified from {source}; root {report.root_hash}; "
+            f"{report.checkpoints_verified} signed checkpoint(s) and "
+            f"{report.signoffs_verified} sign-off signature(s) checked"
+        )
+    else:
+        where = f" first bad seq {report.first_bad_seq}" if report.first_bad_seq is not None else ""
+        err.print(f"FAILED:{where} ({source})", markup=False)
+        for problem in report.problems[:20]:
+            err.print(f"  {problem}", markup=False)
+        if len(report.problems) > 20:
+            err.print(f"  ... and {len(report.problems) - 20} more", markup=False)
+    if not report.ok:
+        raise typer.Exit(EXIT_VERIFY_FAILED)
+
+
+__all__ = ["checkpoint", "export", "log", "proof_app", "verify"]

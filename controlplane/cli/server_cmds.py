@@ -1,0 +1,135 @@
+"""``init`` and ``serve``: the server side, on the embedded default or PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from controlplane.cli.common import JsonOpt, err, handle_errors, out, print_json
+from controlplane.config import Settings
+from controlplane.core import ControlPlane
+
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        envvar="CONTROLPLANE_DATA_DIR",
+        help="Data directory (SQLite database, keys, bootstrap token).",
+        show_default=".controlplane",
+    ),
+]
+DatabaseOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        envvar="CONTROLPLANE_DATABASE_URL",
+        help="SQLAlchemy URL; default SQLite in the data directory.",
+        show_default=False,
+    ),
+]
+
+
+def _settings(data_dir: Path | None, database_url: str | None, **extra: object) -> Settings:
+    values: dict[str, object] = {k: v for k, v in extra.items() if v is not None}
+    if data_dir is not None:
+        values["data_dir"] = data_dir
+    if database_url is not None:
+        values["database_url"] = database_url
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@handle_errors
+def init(
+    data_dir: DataDirOpt = None, database_url: DatabaseOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Create the database, the checkpoint signing key and the bootstrap admin token.
+
+    Idempotent: running it again changes nothing. The admin token is printed once and kept
+    in DATA_DIR/admin.token (mode 0600) for local use.
+    """
+    settings = _settings(data_dir, database_url)
+    cp = ControlPlane(settings)
+    try:
+        result = cp.init()
+        origin = cp.signer.origin
+    finally:
+        cp.close()
+    info = {
+        "data_dir": str(settings.data_dir.resolve()),
+        "database": _redact(settings.resolved_database_url),
+        "origin": origin,
+        "created_admin": result.created_admin,
+        "admin_token": result.admin_token,
+        "admin_token_file": str(settings.admin_token_file.resolve()),
+    }
+    if as_json:
+        print_json(info)
+        return
+    out.print(f"database     {info['database']}")
+    out.print(f"data dir     {info['data_dir']}")
+    out.print(f"ledger       {origin}")
+    if result.admin_token:
+        out.print(
+            f"admin token  {result.admin_token}  (shown once; also in {info['admin_token_file']})"
+        )
+    else:
+        out.print("already initialised")
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        if ":" in creds:
+            creds = creds.split(":", 1)[0] + ":***"
+        return f"{scheme}://{creds}@{host}"
+    return url
+
+
+@handle_errors
+def serve(
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseOpt = None,
+    host: Annotated[
+        str | None, typer.Option(envvar="CONTROLPLANE_HOST", help="Bind address.")
+    ] = None,
+    port: Annotated[int | None, typer.Option(envvar="CONTROLPLANE_PORT", help="Port.")] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+) -> None:
+    """Start the API server (initialising the data directory on first start)."""
+    import uvicorn
+
+    from controlplane.api.app import create_app
+
+    settings = _settings(data_dir, database_url, host=host, port=port)
+    cp = ControlPlane(settings)
+    result = cp.init()
+    token = result.admin_token
+    if token is None and settings.admin_token_file.exists():
+        token = settings.admin_token_file.read_text().strip()
+    url = f"http://{settings.host}:{settings.port}"
+    err.print(f"controlplane listening on {url}", markup=False)
+    err.print(f"  database     {_redact(settings.resolved_database_url)}", markup=False)
+    err.print(f"  data dir     {settings.data_dir.resolve()}", markup=False)
+    err.print(f"  ledger       {cp.signer.origin}", markup=False)
+    err.print(f"  docs         {url}/docs", markup=False)
+    if token:
+        err.print(f"  admin token  {token}", markup=False)
+        err.print(f"  try: export CONTROLPLANE_URL={url} CONTROLPLANE_TOKEN={token}", markup=False)
+    if workers > 1:
+        # Worker processes build their own settings from the environment.
+        os.environ["CONTROLPLANE_DATA_DIR"] = str(settings.data_dir.resolve())
+        os.environ["CONTROLPLANE_DATABASE_URL"] = settings.resolved_database_url
+        cp.close()
+        uvicorn.run(
+            "controlplane.api.asgi:app",
+            host=settings.host,
+            port=settings.port,
+            workers=workers,
+            log_level="info",
+        )
+        return
+    uvicorn.run(create_app(cp=cp), host=settings.host, port=settings.port, log_level="info")

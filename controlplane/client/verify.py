@@ -1,0 +1,204 @@
+"""Trust-nothing verification of a server or of an exported audit bundle.
+
+Against a server: download the signing keys, checkpoints and every entry, recompute every hash
+and the Merkle root, check the signatures, and check consistency with the checkpoint verified
+last time (kept in a local state file), so that a server that later rewrites or truncates
+history fails. A bundle verifies the same way with no server and no database.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from controlplane.client.api import ApiClient
+from controlplane.governance.audit import SignoffAuditor
+from controlplane.ledger import merkle
+from controlplane.ledger.checkpoint import Checkpoint, NoteVerifier
+from controlplane.ledger.errors import LedgerError
+from controlplane.ledger.verify import VerificationReport, verify_ledger
+
+BUNDLE_FORMAT = "controlplane-audit-bundle/v1"
+Progress = Callable[[int], None]
+
+
+@dataclass
+class Pinned:
+    """The last checkpoint this client verified for one ledger origin."""
+
+    size: int
+    root_hash: str
+    note: str
+    verifiers: list[str]
+
+
+class StateFile:
+    """JSON file: origin -> last verified checkpoint and the keys trusted then."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _load(self) -> dict[str, Any]:
+        if not self.path.exists():
+            return {}
+        try:
+            data = json.loads(self.path.read_text())
+        except ValueError as exc:
+            raise ValueError(f"state file {self.path} is corrupt: {exc}") from None
+        return data if isinstance(data, dict) else {}
+
+    def get(self, origin: str) -> Pinned | None:
+        entry = self._load().get(origin)
+        if not isinstance(entry, dict):
+            return None
+        return Pinned(entry["size"], entry["root_hash"], entry["note"], entry["verifiers"])
+
+    def put(self, origin: str, pinned: Pinned) -> None:
+        data = self._load()
+        data[origin] = pinned.__dict__
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+        tmp.replace(self.path)
+
+
+def _verifiers(texts: Iterable[str], report: VerificationReport) -> list[NoteVerifier]:
+    out = []
+    for text in texts:
+        try:
+            out.append(NoteVerifier.parse(text))
+        except LedgerError as exc:
+            report.fail(f"signing key {text!r} is malformed: {exc}")
+    return out
+
+
+def _counted(entries: Iterable[dict[str, Any]], progress: Progress | None) -> Iterator[dict]:
+    for count, entry in enumerate(entries, start=1):
+        if progress is not None and count % 1000 == 0:
+            progress(count)
+        yield entry
+
+
+def verify_server(
+    client: ApiClient, state: StateFile | None, progress: Progress | None = None
+) -> VerificationReport:
+    """Verify everything the server serves; update ``state`` only when it all verifies."""
+    keys = client.get("/v1/ledger/keys")
+    origin = keys["origin"]
+    latest = client.get("/v1/ledger/checkpoint")
+    sampled = client.get("/v1/ledger/checkpoints", sample=1000)["data"]
+    notes = list(dict.fromkeys([c["note"] for c in sampled] + [latest["note"]]))
+    pinned = state.get(origin) if state else None
+
+    seed = VerificationReport()
+    verifiers = _verifiers([k["verifier"] for k in keys["data"]], seed)
+    if pinned is not None:
+        served = {str(v) for v in verifiers}
+        missing = set(pinned.verifiers) - served
+        if missing:
+            seed.fail(
+                "the server no longer lists a signing key trusted at the last verification: "
+                + ", ".join(sorted(missing))
+            )
+        verifiers += [v for v in _verifiers(pinned.verifiers, seed) if str(v) not in served]
+    size = int(latest["tree_size"])
+    pinned_roots = {}
+    if pinned is not None:
+        pinned_roots[pinned.size] = bytes.fromhex(pinned.root_hash)
+    auditor = SignoffAuditor()
+    report = verify_ledger(
+        _counted(client.entries(size), progress),
+        notes,
+        verifiers,
+        origin,
+        pinned_roots,
+        observers=[auditor],
+    )
+    report.signoffs_verified = auditor.checked
+    report.problems[:0] = seed.problems
+    if report.first_bad_seq is None and seed.first_bad_seq is not None:
+        report.first_bad_seq = seed.first_bad_seq
+    if pinned is not None:
+        _check_consistency(client, pinned, latest, report)
+    if report.ok and report.size != size:
+        report.fail(f"the checkpoint covers {size} entries but {report.size} were served")
+    if report.ok and state is not None:
+        state.put(
+            origin,
+            Pinned(size, latest["root_hash"], latest["note"], [str(v) for v in verifiers]),
+        )
+    return report
+
+
+def _check_consistency(
+    client: ApiClient, pinned: Pinned, latest: dict[str, Any], report: VerificationReport
+) -> None:
+    size = int(latest["tree_size"])
+    if size < pinned.size:
+        report.fail(
+            f"the server's ledger has {size} entries but {pinned.size} were verified before: "
+            "history was truncated or rolled back"
+        )
+        return
+    if size == pinned.size:
+        if latest["root_hash"] != pinned.root_hash:
+            report.fail(f"the root at size {size} changed since the last verification")
+        return
+    try:
+        proof = client.get("/v1/ledger/proofs/consistency", first=pinned.size, second=size)
+        merkle.verify_consistency(
+            pinned.size,
+            size,
+            bytes.fromhex(pinned.root_hash),
+            bytes.fromhex(latest["root_hash"]),
+            [bytes.fromhex(h) for h in proof["hashes"]],
+        )
+    except (LedgerError, ValueError, KeyError) as exc:
+        report.fail(
+            f"consistency proof from the pinned checkpoint (size {pinned.size}) to size "
+            f"{size} failed: {exc}: history was rewritten"
+        )
+
+
+def load_bundle(path: Path) -> dict[str, Any]:
+    try:
+        bundle = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read bundle {path}: {exc}") from None
+    if not isinstance(bundle, dict) or bundle.get("format") != BUNDLE_FORMAT:
+        raise ValueError(f"{path} is not a {BUNDLE_FORMAT} bundle")
+    for key in ("origin", "keys", "checkpoints", "entries"):
+        if key not in bundle:
+            raise ValueError(f"bundle {path} has no {key!r}")
+    return bundle
+
+
+def verify_bundle(
+    bundle: dict[str, Any], trusted_keys: list[str] | None = None
+) -> VerificationReport:
+    """Verify an audit bundle offline. ``trusted_keys`` (note verifier keys) override the
+    bundle's own keys, which otherwise are trusted as shipped."""
+    seed = VerificationReport()
+    verifiers = _verifiers(trusted_keys or bundle["keys"], seed)
+    auditor = SignoffAuditor()
+    report = verify_ledger(
+        bundle["entries"], bundle["checkpoints"], verifiers, bundle["origin"], observers=[auditor]
+    )
+    report.signoffs_verified = auditor.checked
+    report.problems[:0] = seed.problems
+    if not bundle["checkpoints"]:
+        report.fail("the bundle has no signed checkpoint")
+    else:
+        try:
+            last = Checkpoint.open(bundle["checkpoints"][-1], verifiers)
+            if last.size != report.size:
+                report.fail(
+                    f"the bundle's latest checkpoint covers {last.size} entries but it holds "
+                    f"{report.size}"
+                )
+        except LedgerError as exc:
+            report.fail(f"latest checkpoint rejected: {exc}")
+    return report

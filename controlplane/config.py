@@ -1,0 +1,110 @@
+"""The one settings object (environment prefix ``CONTROLPLANE_``); no other module reads the
+environment on its own.
+
+The embedded default keeps everything under one data directory: the SQLite database, the
+server's checkpoint signing key, the pseudonym secret and the bootstrap admin token.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+"""Checkout root; holds ``migrations/`` and ``policies/`` next to the package."""
+
+DEFAULT_PROJECT = "default"
+
+
+def _xdg(variable: str, fallback: str) -> Path:
+    """``$XDG_*/controlplane`` per the XDG base directory spec."""
+    base = os.environ.get(variable) or str(Path.home() / fallback)
+    return Path(base) / "controlplane"
+
+
+class Settings(BaseSettings):
+    """Every tunable of the control plane. Read once, passed explicitly."""
+
+    model_config = SettingsConfigDict(env_prefix="CONTROLPLANE_", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path(".controlplane"),
+        description="Directory for the embedded database, keys and secrets.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; defaults to SQLite in the data directory. "
+        "PostgreSQL: postgresql+psycopg://user@host:5432/db",
+    )
+    origin: str | None = Field(
+        default=None,
+        description="Checkpoint origin line: names this ledger in its signed checkpoints. "
+        "Default: chosen once at the first init (controlplane.local/<random>) and kept in the "
+        "ledger, so two ledgers never share a name.",
+    )
+    signing_key_file: Path | None = Field(
+        default=None, description="Ed25519 PEM key that signs checkpoints (shared by replicas)."
+    )
+    pseudonym_secret_file: Path | None = Field(
+        default=None,
+        description="Secret for HMAC-SHA-256 annotator pseudonyms; never written to the ledger.",
+    )
+    pseudonym_secret: str | None = Field(
+        default=None, description="The pseudonym secret itself (overrides the file)."
+    )
+    policies_dir: Path = Field(
+        default=REPO_ROOT / "policies", description="casbin model and default policy."
+    )
+    migrations_dir: Path = Field(default=REPO_ROOT / "migrations")
+    host: str = "127.0.0.1"
+    port: int = 8600
+    url: str = Field(
+        default="http://127.0.0.1:8600", description="API address used by client commands."
+    )
+    token: str | None = Field(default=None, description="Bearer token used by client commands.")
+    max_body_bytes: int = Field(
+        default=64 * 1024 * 1024, description="Largest request body the API accepts."
+    )
+    token_ttl_days: int = Field(default=365, description="Default lifetime of new API tokens.")
+    verify_state_file: Path = Field(
+        default_factory=lambda: _xdg("XDG_STATE_HOME", ".local/state") / "verify-state.json",
+        description="Where `controlplane verify` keeps the last verified checkpoint.",
+    )
+    keys_dir: Path = Field(
+        default_factory=lambda: _xdg("XDG_CONFIG_HOME", ".config") / "keys",
+        description="Where the CLI keeps this user's private sign-off keys (mode 0600).",
+    )
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'controlplane.db').resolve()}"
+
+    @property
+    def resolved_signing_key_file(self) -> Path:
+        return self.signing_key_file or self.data_dir / "keys" / "checkpoint-signing.pem"
+
+    @property
+    def resolved_pseudonym_secret_file(self) -> Path:
+        return self.pseudonym_secret_file or self.data_dir / "keys" / "pseudonym.secret"
+
+    @property
+    def admin_token_file(self) -> Path:
+        return self.data_dir / "admin.token"
+
+    def pseudonym_key(self) -> bytes:
+        """The HMAC key for annotator pseudonyms, created on first use in the data directory."""
+        if self.pseudonym_secret:
+            return self.pseudonym_secret.encode()
+        path = self.resolved_pseudonym_secret_file
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_hex(32))
+            path.chmod(0o600)
+        return path.read_text().strip().encode()

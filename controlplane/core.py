@@ -1,0 +1,176 @@
+"""Wiring: one object that owns the database, the ledger store and the domain services.
+
+Interfaces (API, CLI, dashboard, tests) build a :class:`ControlPlane` from :class:`Settings`
+and call its services; nothing else constructs engines or reads key files.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from functools import cached_property
+
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError, ProgrammingError
+
+from controlplane.authz.enforcer import Authorizer
+from controlplane.authz.service import SYSTEM_ACTOR, IdentityService
+from controlplane.config import Settings
+from controlplane.crypto.keys import key_id, load_or_create_private_key, public_key_b64
+from controlplane.errors import Conflict
+from controlplane.governance.rules import RuleSet
+from controlplane.governance.service import GovernanceService
+from controlplane.ledger.canonical import canonical_json
+from controlplane.registry.digests import digest_bytes
+from controlplane.registry.service import RegistryService
+from controlplane.store import keys_projection as _keys  # noqa: F401  (registers it)
+from controlplane.store import migrate
+from controlplane.store.database import Database
+from controlplane.store.ledger_store import LedgerStore, Signer, Transaction
+from controlplane.store.models import LedgerEntryRow, PrincipalRow, ServerKeyRow
+
+BOOTSTRAP_ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class InitResult:
+    created_admin: bool
+    admin_token: str | None
+    key_registered: bool
+
+
+class ControlPlane:
+    """The control plane's services over one database."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.db = Database(settings.resolved_database_url)
+        self._key = load_or_create_private_key(settings.resolved_signing_key_file)
+        registered = self._registered_origin()
+        origin = registered or settings.origin or f"controlplane.local/{secrets.token_hex(4)}"
+        self.store = LedgerStore(
+            self.db, Signer(self._checked_origin(origin, registered), self._key)
+        )
+
+    @property
+    def signer(self) -> Signer:
+        return self.store.signer
+
+    def _checked_origin(self, origin: str, registered: str | None) -> str:
+        wanted = self.settings.origin
+        if registered is not None and wanted is not None and wanted != registered:
+            raise Conflict(
+                f"CONTROLPLANE_ORIGIN is {wanted!r} but this ledger is named {registered!r}; "
+                "a ledger keeps its origin for life"
+            )
+        return origin
+
+    def _registered_origin(self) -> str | None:
+        """The origin this database's ledger was created with (None before the first init)."""
+        try:
+            with self.db.read() as session:
+                return session.execute(
+                    select(ServerKeyRow.note_name)
+                    .order_by(ServerKeyRow.registered_seq.desc())
+                    .limit(1)
+                ).scalar_one_or_none()
+        except (OperationalError, ProgrammingError):
+            return None  # not migrated yet
+
+    @cached_property
+    def authorizer(self) -> Authorizer:
+        return Authorizer(self.settings.policies_dir)
+
+    @cached_property
+    def identity(self) -> IdentityService:
+        return IdentityService(self.store, self.authorizer, self.settings.token_ttl_days)
+
+    @cached_property
+    def registry(self) -> RegistryService:
+        return RegistryService(self.store, self.settings.pseudonym_key())
+
+    @cached_property
+    def governance(self) -> GovernanceService:
+        return GovernanceService(self.store, self.registry)
+
+    def migrate(self) -> None:
+        migrate.upgrade(self.db.url, self.settings)
+
+    def init(self) -> InitResult:
+        """Migrate, register the signing key and create the bootstrap admin (idempotent).
+
+        Safe when several replicas start at once: the checks run under the ledger lock.
+        """
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.migrate()
+        public = self._key.public_key()
+        with self.store.transaction() as tx:
+            tx.lock()
+            session = tx.session
+            registered = session.execute(
+                select(ServerKeyRow.note_name).order_by(ServerKeyRow.registered_seq.desc()).limit(1)
+            ).scalar_one_or_none()
+            if registered is not None:  # another replica may have named the ledger meanwhile
+                origin = self._checked_origin(registered, registered)
+                self.store.signer = Signer(origin, self._key)
+            key_registered = session.get(ServerKeyRow, key_id(public)) is None
+            if key_registered:
+                tx.append(
+                    actor=SYSTEM_ACTOR,
+                    action="server_key.registered",
+                    subject={"kind": "server_key", "name": self.signer.origin},
+                    payload={
+                        "key_id": key_id(public),
+                        "note_name": self.signer.origin,
+                        "public_key": public_key_b64(public),
+                        "verifier": str(self.signer.verifier),
+                    },
+                )
+            self._record_policy(tx)
+            _, raw_rules = RuleSet.load(self.settings.policies_dir / "promotion.yaml")
+            self.governance.install_rules(tx, raw_rules)
+            needs_admin = session.execute(select(PrincipalRow.id).limit(1)).first() is None
+        token = None
+        if needs_admin:
+            try:
+                self.identity.create_principal(
+                    SYSTEM_ACTOR, BOOTSTRAP_ADMIN, "user", "Bootstrap admin"
+                )
+            except Conflict:  # another replica initialised the database at the same time
+                return InitResult(False, None, key_registered)
+            self.identity.grant_role(SYSTEM_ACTOR, BOOTSTRAP_ADMIN, "admin", "*")
+            token = self.identity.issue_token(SYSTEM_ACTOR, BOOTSTRAP_ADMIN, "bootstrap").token
+            path = self.settings.admin_token_file
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(token + "\n")
+            path.chmod(0o600)
+        return InitResult(needs_admin, token, key_registered)
+
+    def _record_policy(self, tx: Transaction) -> None:
+        """Ledger the authorization policy in force whenever its files change.
+
+        The model and default policy live in ``policies/``; each start compares their digest
+        with the last ``policy.installed`` entry, so any change is on the record.
+        """
+        files = {
+            name: (self.settings.policies_dir / name).read_text()
+            for name in ("model.conf", "policy.csv")
+        }
+        digest = digest_bytes(canonical_json(files))
+        last = tx.session.execute(
+            select(LedgerEntryRow.payload)
+            .where(LedgerEntryRow.action == "policy.installed")
+            .order_by(LedgerEntryRow.seq.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+        if last is None or json.loads(last).get("digest") != digest:
+            tx.append(
+                actor=SYSTEM_ACTOR,
+                action="policy.installed",
+                subject={"kind": "policy_set", "name": "authorization"},
+                payload={"digest": digest, "files": files},
+            )
+
+    def close(self) -> None:
+        self.db.dispose()

@@ -1,0 +1,1 @@
+"""Keys and signatures: Ed25519 key files and key ids (DSSE envelopes join later)."""

@@ -1,0 +1,62 @@
+"""Ed25519 key files and key ids.
+
+A key id is the lowercase hex SHA-256 of the *raw* 32-byte public key (not of its DER form).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import os
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+    load_pem_private_key,
+)
+
+
+def raw_public_key(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def key_id(key: Ed25519PublicKey) -> str:
+    """Hex SHA-256 of the raw public key."""
+    return hashlib.sha256(raw_public_key(key)).hexdigest()
+
+
+def public_key_b64(key: Ed25519PublicKey) -> str:
+    return base64.b64encode(raw_public_key(key)).decode()
+
+
+def public_key_from_b64(text: str) -> Ed25519PublicKey:
+    return Ed25519PublicKey.from_public_bytes(base64.b64decode(text, validate=True))
+
+
+def save_private_key(key: Ed25519PrivateKey, path: Path) -> None:
+    """Write a PEM private key readable by its owner only (created with mode 0600)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(pem)
+
+
+def load_private_key(path: Path) -> Ed25519PrivateKey:
+    key = load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(f"{path} does not hold an Ed25519 private key")
+    return key
+
+
+def load_or_create_private_key(path: Path) -> Ed25519PrivateKey:
+    """Load the key at ``path``, generating it the first time (race-safe across processes)."""
+    if not path.exists():
+        with contextlib.suppress(FileExistsError):
+            save_private_key(Ed25519PrivateKey.generate(), path)
+    return load_private_key(path)

@@ -1,0 +1,1 @@
+"""Promotion governance: stages, rules, signed sign-offs, quorum, gates, rollback."""

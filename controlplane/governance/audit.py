@@ -1,0 +1,87 @@
+"""Offline re-verification of every stored sign-off, from ledger entries alone.
+
+Fed the entries in order (by ``controlplane verify`` against a server or a bundle), it learns
+each principal's keys from ``signing_key.registered`` / ``signing_key.revoked`` entries and
+checks every ``promotion.signed_off`` envelope: a valid signature by a key the signer had
+registered before signing and had not revoked, over a statement that names this request,
+this artifact version and this decision. No server and no database are trusted.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from controlplane.crypto.dsse import EnvelopeError, verify_envelope
+from controlplane.crypto.keys import public_key_from_b64
+from controlplane.governance import statements
+from controlplane.ledger.verify import VerificationReport
+
+
+class SignoffAuditor:
+    def __init__(self) -> None:
+        self._keys: dict[str, dict[str, Ed25519PublicKey]] = {}
+        self.checked = 0
+
+    def __call__(self, entry: Mapping[str, Any], report: VerificationReport) -> None:
+        action = entry.get("action")
+        payload = entry.get("payload")
+        subject = entry.get("subject")
+        if not isinstance(payload, dict) or not isinstance(subject, dict):
+            return
+        if action == "signing_key.registered":
+            try:
+                key = public_key_from_b64(str(payload.get("public_key")))
+            except (ValueError, TypeError):
+                report.fail("registered sign-off key is not an Ed25519 key", entry.get("seq"))
+                return
+            self._keys.setdefault(str(subject.get("name")), {})[str(payload["key_id"])] = key
+        elif action == "signing_key.revoked":
+            self._keys.get(str(subject.get("name")), {}).pop(str(payload.get("key_id")), None)
+        elif action == "promotion.signed_off":
+            self._check(entry, subject, payload, report)
+
+    def _check(
+        self,
+        entry: Mapping[str, Any],
+        subject: dict[str, Any],
+        payload: dict[str, Any],
+        report: VerificationReport,
+    ) -> None:
+        seq = entry.get("seq")
+        signer = str(entry.get("actor"))
+        try:
+            opened = verify_envelope(
+                payload.get("envelope"), self._keys.get(signer, {}), statements.PAYLOAD_TYPE
+            )
+            statement = statements.parse(opened.payload)
+        except (EnvelopeError, ValueError) as exc:
+            report.fail(f"sign-off by {signer} does not verify: {exc}", seq)
+            return
+        artifact = statement.get("artifact", {})
+        expected = {
+            "signer": signer,
+            "request_id": payload.get("request_id"),
+            "decision": payload.get("decision"),
+            "project": subject.get("project"),
+        }
+        wrong = [k for k, v in expected.items() if statement.get(k) != v]
+        wrong += [
+            f"artifact.{k}"
+            for k in ("kind", "name", "version")
+            if artifact.get(k) != subject.get(k)
+        ]
+        if opened.key_id != payload.get("key_id"):
+            wrong.append("key_id")
+        if wrong:
+            report.fail(
+                f"sign-off by {signer} is signed over a different statement: "
+                + ", ".join(wrong)
+                + f" ({json.dumps(statement, sort_keys=True)[:200]})",
+                seq,
+            )
+            return
+        self.checked += 1

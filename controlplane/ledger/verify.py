@@ -1,0 +1,182 @@
+"""Client-side verification of a ledger: the chain, the Merkle roots and signed checkpoints.
+
+Streaming (O(log n) memory) so that a million entries verify without holding them. The report
+names the first bad ``seq`` and why; it never stops at the first problem silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from controlplane.ledger.checkpoint import Checkpoint, NoteVerifier
+from controlplane.ledger.entry import GENESIS_HASH, Entry, compute_entry_hash
+from controlplane.ledger.errors import LedgerError, MalformedError
+from controlplane.ledger.merkle import CompactRange, leaf_hash
+
+Observer = Callable[[Mapping[str, Any], "VerificationReport"], None]
+
+
+@dataclass
+class VerificationReport:
+    """Outcome of a verification; ``ok`` is false as soon as any problem was found."""
+
+    size: int = 0
+    root_hash: str = ""
+    last_entry_hash: str = GENESIS_HASH
+    checkpoints_verified: int = 0
+    signoffs_verified: int = 0
+    first_bad_seq: int | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def fail(self, reason: str, seq: int | None = None) -> None:
+        if seq is not None and self.first_bad_seq is None:
+            self.first_bad_seq = seq
+        self.problems.append(reason if seq is None else f"seq {seq}: {reason}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "size": self.size,
+            "root_hash": self.root_hash,
+            "last_entry_hash": self.last_entry_hash,
+            "checkpoints_verified": self.checkpoints_verified,
+            "signoffs_verified": self.signoffs_verified,
+            "first_bad_seq": self.first_bad_seq,
+            "problems": self.problems,
+        }
+
+
+class ChainVerifier:
+    """Feed entries in order; checks seq, prev_hash, entry_hash and roots at checkpoint sizes."""
+
+    def __init__(self, expected_roots: Mapping[int, bytes] | None = None) -> None:
+        self.report = VerificationReport()
+        self._compact = CompactRange()
+        self._prev = GENESIS_HASH
+        self._expected_roots = dict(expected_roots or {})
+        self._last_good_size = 0
+
+    def feed(self, data: Mapping[str, Any]) -> None:
+        seq = self._compact.size
+        report = self.report
+        try:
+            if not isinstance(data, Mapping):
+                raise MalformedError(f"expected an object, got {type(data).__name__}")
+            entry = Entry.from_dict(data)
+            recomputed = compute_entry_hash(entry.hashed_fields())
+        except LedgerError as exc:
+            report.fail(f"malformed entry: {exc}", seq)
+            entry_hash = data.get("entry_hash") if isinstance(data, Mapping) else None
+            self._advance(entry_hash if isinstance(entry_hash, str) else "0" * 64)
+            return
+        if entry.seq != seq:
+            report.fail(f"expected seq {seq} but found seq {entry.seq} (gap or reordering)", seq)
+        if entry.prev_hash != self._prev:
+            report.fail(
+                f"prev_hash {entry.prev_hash} does not link to the previous entry_hash "
+                f"{self._prev}",
+                seq,
+            )
+        if recomputed != entry.entry_hash:
+            report.fail(
+                f"entry_hash {entry.entry_hash} does not match its content (recomputed "
+                f"{recomputed}): the entry was altered",
+                seq,
+            )
+        self._advance(entry.entry_hash)
+
+    def _advance(self, entry_hash: str) -> None:
+        try:
+            raw = bytes.fromhex(entry_hash)
+        except ValueError:
+            raw = b"\x00" * 32
+        self._compact.append(leaf_hash(raw))
+        self._prev = entry_hash
+        size = self._compact.size
+        expected = self._expected_roots.get(size)
+        if expected is not None:
+            actual = self._compact.root()
+            if actual != expected:
+                self.report.fail(
+                    f"Merkle root over the first {size} entries is {actual.hex()} but the signed "
+                    f"checkpoint says {expected.hex()}: an entry in seq {self._last_good_size}.."
+                    f"{size - 1} was rewritten",
+                    self._last_good_size if self.report.first_bad_seq is None else None,
+                )
+            else:
+                self._last_good_size = size
+
+    def finish(self) -> VerificationReport:
+        report = self.report
+        report.size = self._compact.size
+        report.root_hash = self._compact.root().hex()
+        report.last_entry_hash = self._prev
+        missing = sorted(size for size in self._expected_roots if size > report.size)
+        for size in missing:
+            report.fail(
+                f"a signed checkpoint covers {size} entries but only {report.size} were "
+                "served: the ledger was truncated or rolled back"
+            )
+        return report
+
+
+def open_checkpoints(
+    notes: Iterable[str], verifiers: list[NoteVerifier], origin: str, report: VerificationReport
+) -> dict[int, bytes]:
+    """Verify signed checkpoint notes; return ``{size: root}`` of those that verified."""
+    roots: dict[int, bytes] = {}
+    for note in notes:
+        try:
+            checkpoint = Checkpoint.open(note, verifiers)
+        except LedgerError as exc:
+            report.fail(f"checkpoint rejected: {exc}")
+            continue
+        if checkpoint.origin != origin:
+            report.fail(f"checkpoint origin {checkpoint.origin!r} is not {origin!r}")
+            continue
+        if checkpoint.size in roots and roots[checkpoint.size] != checkpoint.root_hash:
+            report.fail(f"two signed checkpoints disagree about size {checkpoint.size}: split view")
+            continue
+        roots[checkpoint.size] = checkpoint.root_hash
+        report.checkpoints_verified += 1
+    return roots
+
+
+def verify_ledger(
+    entries: Iterable[Mapping[str, Any]],
+    checkpoint_notes: Iterable[str],
+    verifiers: list[NoteVerifier],
+    origin: str,
+    pinned: Mapping[int, bytes] | None = None,
+    observers: Iterable[Observer] = (),
+) -> VerificationReport:
+    """Verify a whole ledger: every entry, every signed checkpoint, and any pinned roots.
+
+    ``pinned`` maps sizes to roots the caller verified earlier (a local state file), so that a
+    server that rewrites or truncates history is caught even if it re-signs everything.
+    ``observers`` see every entry too (for checks of what entries say, such as sign-offs).
+    """
+    seed = VerificationReport()
+    roots = open_checkpoints(checkpoint_notes, verifiers, origin, seed)
+    for size, root in (pinned or {}).items():
+        if size in roots and roots[size] != root:
+            seed.fail(
+                f"the server's checkpoint for size {size} differs from the one pinned locally: "
+                "history was rewritten"
+            )
+        roots.setdefault(size, root)
+    roots.pop(0, None)
+    verifier = ChainVerifier(roots)
+    verifier.report = seed
+    watchers = list(observers)
+    for entry in entries:
+        verifier.feed(entry)
+        for watch in watchers:
+            watch(entry, verifier.report)
+    return verifier.finish()

@@ -1,0 +1,1 @@
+"""Artifacts, immutable versions and typed lineage: the domain services of the registry."""

@@ -1,0 +1,28 @@
+"""Projection of the server's checkpoint-signing keys (``server_key.registered``)."""
+
+from __future__ import annotations
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from controlplane.ledger.entry import Entry
+from controlplane.store.models import ServerKeyRow
+from controlplane.store.projector import projects
+
+
+@projects("server_key.registered")
+def _server_key_registered(session: Session, entry: Entry) -> None:
+    payload = entry.payload
+    session.execute(
+        update(ServerKeyRow).where(ServerKeyRow.retired_seq.is_(None)).values(retired_seq=entry.seq)
+    )
+    session.add(
+        ServerKeyRow(
+            key_id=payload["key_id"],
+            note_name=payload["note_name"],
+            public_key=payload["public_key"],
+            verifier=payload["verifier"],
+            registered_seq=entry.seq,
+        )
+    )
+    session.flush()

@@ -1,0 +1,1 @@
+"""Tests of the artifact registry on SQLite and PostgreSQL."""
