@@ -17,12 +17,12 @@ run: $(STAMP)
 	$(BIN)/controlplane serve
 
 test: $(STAMP)
-	$(BIN)/ruff check controlplane tests benchmarks migrations
+	$(BIN)/ruff check controlplane tests benchmarks migrations dashboard
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check controlplane tests benchmarks migrations
-	$(BIN)/ruff format --check controlplane tests benchmarks migrations
+	$(BIN)/ruff check controlplane tests benchmarks migrations dashboard
+	$(BIN)/ruff format --check controlplane tests benchmarks migrations dashboard
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run --db both

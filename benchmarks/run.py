@@ -956,6 +956,7 @@ def run_database(kind: str, cfg: Config, args: argparse.Namespace) -> dict:
             database_url=url,
             pseudonym_secret="bench-pseudonym-secret",
             origin=ORIGIN,
+            mlflow_enabled=False,  # measure the ledger, not a background MLflow mirror
         )
         cp = ControlPlane(settings)
         try:

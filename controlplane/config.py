@@ -12,7 +12,7 @@ import secrets
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     migrations_dir: Path = Field(default=REPO_ROOT / "migrations")
     host: str = "127.0.0.1"
     port: int = 8600
+    dashboard_port: int = Field(
+        default=8601, description="Where `serve` starts the dashboard (beside the API)."
+    )
     url: str = Field(
         default="http://127.0.0.1:8600", description="API address used by client commands."
     )
@@ -79,6 +82,88 @@ class Settings(BaseSettings):
         default_factory=lambda: _xdg("XDG_CONFIG_HOME", ".config") / "keys",
         description="Where the CLI keeps this user's private sign-off keys (mode 0600).",
     )
+    job_lease_seconds: int = Field(
+        default=120,
+        ge=5,
+        le=86_400,
+        description="Default lease of a claimed job; runners heartbeat at a third of it.",
+    )
+    openlineage_url: str | None = Field(
+        default=None,
+        description="OpenLineage HTTP endpoint base (e.g. Marquez http://marquez:5000); "
+        "default: events are written as files under openlineage_dir.",
+    )
+    openlineage_dir: Path | None = Field(
+        default=None, description="Directory of OpenLineage event files (default DATA_DIR/lineage)."
+    )
+    openlineage_namespace: str = Field(
+        default="controlplane", description="OpenLineage namespace of job runs and datasets."
+    )
+    openlineage_enabled: bool = Field(default=True, description="Emit OpenLineage run events.")
+    runner_work_dir: Path | None = Field(
+        default=None,
+        description="Where `controlplane runner start` keeps inputs and outputs of its jobs "
+        "(default DATA_DIR/runner).",
+    )
+
+    # -- MLflow mirror (controlplane/integrations/mlflow) --------------------------------------
+    mlflow_enabled: bool = Field(
+        default=True,
+        description="Mirror reward models and policies into MLflow's model registry (aliases "
+        "follow promotions). Off: nothing touches MLflow.",
+    )
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "CONTROLPLANE_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI", "mlflow_tracking_uri"
+        ),
+        description="MLflow tracking URI (MLFLOW_TRACKING_URI is honoured too); default: "
+        "sqlite:///DATA_DIR/mlflow/mlflow.db, a database of its own.",
+    )
+    mlflow_registry_uri: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "CONTROLPLANE_MLFLOW_REGISTRY_URI", "MLFLOW_REGISTRY_URI", "mlflow_registry_uri"
+        ),
+        description="MLflow model registry URI; default: the tracking URI.",
+    )
+    mlflow_artifacts_dir: Path | None = Field(
+        default=None, description="Artifact root of MLflow experiments (default DATA_DIR/mlflow)."
+    )
+    mlflow_sync_interval_seconds: int = Field(
+        default=300,
+        ge=0,
+        description="The API server's catch-up sync with MLflow: at start, then every N "
+        "seconds; 0 turns it off (post-commit mirroring still runs).",
+    )
+    mlflow_webhook_secret: str | None = Field(
+        default=None,
+        description="HMAC secret of MLflow webhooks sent to /v1/integrations/mlflow/webhook; "
+        "unset: every delivery is refused.",
+    )
+    mlflow_webhook_tolerance_seconds: int = Field(
+        default=300, ge=1, description="How old (or early) a webhook timestamp may be."
+    )
+    mlflow_http_retries: int = Field(
+        default=2, ge=0, description="Retries of one MLflow REST call (MLflow's own default: 7)."
+    )
+    mlflow_http_timeout_seconds: int = Field(
+        default=10, ge=1, description="Timeout of one MLflow REST call."
+    )
+
+    @property
+    def resolved_mlflow_tracking_uri(self) -> str:
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return f"sqlite:///{(self.data_dir / 'mlflow' / 'mlflow.db').resolve()}"
+
+    @property
+    def resolved_mlflow_registry_uri(self) -> str:
+        return self.mlflow_registry_uri or self.resolved_mlflow_tracking_uri
+
+    @property
+    def resolved_mlflow_artifacts_dir(self) -> Path:
+        return (self.mlflow_artifacts_dir or self.data_dir / "mlflow" / "artifacts").resolve()
 
     @cached_property
     def resolved_database_url(self) -> str:

@@ -17,13 +17,19 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from controlplane.authz.enforcer import Authorizer
 from controlplane.authz.service import SYSTEM_ACTOR, IdentityService
 from controlplane.config import Settings
+from controlplane.contracts.service import ContractService
 from controlplane.crypto.keys import key_id, load_or_create_private_key, public_key_b64
 from controlplane.errors import Conflict
 from controlplane.governance.rules import RuleSet
 from controlplane.governance.service import GovernanceService
+from controlplane.integrations.mlflow import MlflowMirror
 from controlplane.ledger.canonical import canonical_json
 from controlplane.registry.digests import digest_bytes
+from controlplane.registry.erasure import AnnotatorErasure
 from controlplane.registry.service import RegistryService
+from controlplane.runners.content import ContentStore
+from controlplane.runners.openlineage import LineageEmitter
+from controlplane.runners.service import JobService
 from controlplane.store import keys_projection as _keys  # noqa: F401  (registers it)
 from controlplane.store import migrate
 from controlplane.store.database import Database
@@ -52,6 +58,8 @@ class ControlPlane:
         self.store = LedgerStore(
             self.db, Signer(self._checked_origin(origin, registered), self._key)
         )
+        if settings.mlflow_enabled:  # mirror reward models and policies after each commit
+            self.store.listeners.append(self.mirror.on_commit)
 
     @property
     def signer(self) -> Signer:
@@ -93,6 +101,34 @@ class ControlPlane:
     @cached_property
     def governance(self) -> GovernanceService:
         return GovernanceService(self.store, self.registry)
+
+    @cached_property
+    def contracts(self) -> ContractService:
+        return ContractService(self.store, self.settings.pseudonym_key())
+
+    @cached_property
+    def erasure(self) -> AnnotatorErasure:
+        return AnnotatorErasure(self.store, self.settings.pseudonym_key())
+
+    @cached_property
+    def content(self) -> ContentStore:
+        return ContentStore(self.db, self.settings.max_body_bytes)
+
+    @cached_property
+    def jobs(self) -> JobService:
+        lineage = LineageEmitter(self.settings, self.signer.origin)
+        return JobService(
+            self.store,
+            self.registry,
+            lambda: self.contracts,
+            lineage,
+            self.settings.job_lease_seconds,
+        )
+
+    @cached_property
+    def mirror(self) -> MlflowMirror:
+        """The MLflow model registry mirror (MLflow is imported only when it syncs)."""
+        return MlflowMirror(self.settings, self.store)
 
     def migrate(self) -> None:
         migrate.upgrade(self.db.url, self.settings)
@@ -173,4 +209,6 @@ class ControlPlane:
             )
 
     def close(self) -> None:
+        if "mirror" in self.__dict__:  # stop its worker thread, if it started one
+            self.mirror.close()
         self.db.dispose()

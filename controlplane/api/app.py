@@ -11,6 +11,9 @@ from controlplane import __version__
 from controlplane.api import problems
 from controlplane.api.limits import BodyLimit, RejectNul
 from controlplane.api.routers import artifacts, governance, health, ledger, principals
+from controlplane.api.routers import contracts as contract_routes
+from controlplane.api.routers import jobs as job_routes
+from controlplane.api.routers import mlflow as mlflow_routes
 from controlplane.config import Settings
 from controlplane.core import ControlPlane
 
@@ -22,7 +25,11 @@ def create_app(settings: Settings | None = None, cp: ControlPlane | None = None)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # MLflow catch-up: everything now, then periodically (a worker thread; off at 0 s)
+        background = plane.settings.mlflow_enabled and plane.mirror.start_background()
         yield
+        if background:
+            plane.mirror.stop_background()
         if owns:
             plane.close()
 
@@ -37,6 +44,9 @@ def create_app(settings: Settings | None = None, cp: ControlPlane | None = None)
     problems.install(app)
     for module in (health, principals, artifacts, governance, ledger):
         app.include_router(module.router)
+    app.include_router(contract_routes.router)
+    app.include_router(job_routes.router)
+    app.include_router(mlflow_routes.router)
     app.add_middleware(BodyLimit, max_bytes=plane.settings.max_body_bytes)
     app.add_middleware(RejectNul)
     return app

@@ -40,7 +40,7 @@ class TokenIssued(BaseModel):
 
 
 class RoleGrant(_Strict):
-    role: Literal["admin", "engineer", "approver", "compliance_reviewer", "runner"]
+    role: Literal["admin", "engineer", "approver", "compliance_reviewer", "runner", "data_owner"]
     project: str = Field(default="*", min_length=1, max_length=100)
 
 
@@ -121,3 +121,74 @@ class Signoff(_Strict):
 
 class Reason(_Strict):
     reason: str = Field(min_length=1, max_length=2000)
+
+
+class ContractRegister(_Strict):
+    envelope: dict[str, Any] = Field(
+        description="DSSE envelope (payloadType application/vnd.in-toto+json) over the "
+        "canonical in-toto statement of the contract, signed by the data owner"
+    )
+
+
+class AnnotatorErase(_Strict):
+    annotator: str | None = Field(
+        default=None, min_length=1, max_length=1000, description="The person's annotator id"
+    )
+    pseudonym: str | None = Field(default=None, min_length=1, max_length=80)
+
+
+class AnnotatorResolve(_Strict):
+    pseudonym: str = Field(min_length=1, max_length=80)
+
+
+class JobCreate(_Strict):
+    trainer: Literal["reward_model", "dpo", "evaluation"]
+    datasets: list[str] = Field(min_length=1, max_length=50, description="dataset versions")
+    rubric: str | None = Field(default=None, max_length=300)
+    base_model: str | None = Field(default=None, max_length=300)
+    reward_model: str | None = Field(default=None, max_length=300)
+    policy: str | None = Field(default=None, max_length=300)
+    reference: str | None = Field(default=None, max_length=300)
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    output_name: str | None = Field(
+        default=None, max_length=200, description="name of the output artifact"
+    )
+
+
+class JobClaim(_Strict):
+    contract: dict[str, Any] | str | None = Field(
+        default=None,
+        description="the data contract presented: its DSSE envelope, or a registered id",
+    )
+    lease_seconds: int | None = Field(default=None, ge=5, le=86_400)
+    trainers: list[Literal["reward_model", "dpo", "evaluation"]] | None = Field(
+        default=None, description="claim-next only: trainers this runner runs"
+    )
+
+
+class JobHeartbeat(_Strict):
+    claim: int = Field(ge=0, description="seq of the job.claimed entry (the claim's id)")
+    progress: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobRelease(_Strict):
+    claim: int = Field(ge=0)
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class JobFail(_Strict):
+    claim: int = Field(ge=0)
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class JobFinish(_Strict):
+    claim: int = Field(ge=0)
+    digest: str = Field(max_length=71, description="sha256:<hex> of the output")
+    uri: str = Field(min_length=1, max_length=4096)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    mlflow_run_id: str | None = Field(default=None, max_length=200)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobCancel(_Strict):
+    reason: str | None = Field(default=None, max_length=2000)

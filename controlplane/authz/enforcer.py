@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from controlplane.store.models import LedgerEntryRow, RoleGrantRow
 
-ROLES = ("admin", "engineer", "approver", "compliance_reviewer", "runner")
+ROLES = ("admin", "engineer", "approver", "compliance_reviewer", "runner", "data_owner")
 ROLE_ACTIONS = ("role.granted", "role.revoked")
 
 

@@ -22,7 +22,8 @@ principal_app = typer.Typer(help="Create principals (people, CI, runners) and th
 role_app = typer.Typer(help="Grant and revoke roles per project ('*' = every project).")
 
 RoleArg = Annotated[
-    str, typer.Argument(help="admin, engineer, approver, compliance_reviewer or runner.")
+    str,
+    typer.Argument(help="admin, engineer, approver, compliance_reviewer, runner or data_owner."),
 ]
 RoleProjectOpt = Annotated[
     str, typer.Option("--project", "-p", help="Project, or '*' for every project.")

@@ -7,7 +7,6 @@ it (``controlplane keys generate`` creates it under CONTROLPLANE_KEYS_DIR, mode 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -28,10 +27,10 @@ from controlplane.cli.common import (
     print_json,
 )
 from controlplane.cli.registry_cmds import artifact_path
+from controlplane.client import signoff
 from controlplane.client.api import ApiClient
 from controlplane.config import Settings
 from controlplane.crypto.keys import key_id, load_private_key, public_key_b64, save_private_key
-from controlplane.governance import statements
 
 keys_app = typer.Typer(help="Your Ed25519 sign-off keys: generate, list, revoke.")
 
@@ -219,11 +218,8 @@ def _sign_off(
 ) -> dict[str, Any]:
     with client(url, token) as api:
         me = api.get("/v1/whoami")["id"]
-        req = api.get(f"/v1/requests/{request_id}")
         private = _my_key(api, me, key_file)
-        statement = statements.statement(req, me, decision, comment, datetime.now(UTC))
-        envelope = statements.sign(statement, private)
-        return api.post(f"/v1/requests/{request_id}/signoffs", {"envelope": envelope})
+        return signoff.sign_off(api, request_id, decision, comment, private, signer=me)
 
 
 def _my_key(api: ApiClient, me: str, key_file: Path | None) -> Ed25519PrivateKey:

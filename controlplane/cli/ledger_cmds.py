@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn
@@ -19,16 +19,16 @@ from controlplane.cli.common import (
     out,
     print_json,
 )
-from controlplane.client.api import ApiClient
 from controlplane.client.verify import (
     StateFile,
+    check_inclusion,
     load_bundle,
+    signed_checkpoint,
     verify_bundle,
     verify_server,
 )
 from controlplane.config import Settings
 from controlplane.ledger import merkle
-from controlplane.ledger.checkpoint import Checkpoint, NoteVerifier
 from controlplane.ledger.verify import VerificationReport
 
 proof_app = typer.Typer(help="Fetch a Merkle proof and check it against a signed checkpoint.")
@@ -82,25 +82,11 @@ def log(
         out.print(f"more: --start {data['next_start']}")
 
 
-def _trusted(api: ApiClient) -> tuple[str, list[NoteVerifier]]:
-    keys = api.get("/v1/ledger/keys")
-    return keys["origin"], [NoteVerifier.parse(k["verifier"]) for k in keys["data"]]
-
-
-def _signed_checkpoint(api: ApiClient) -> tuple[dict[str, Any], Checkpoint]:
-    origin, verifiers = _trusted(api)
-    latest = api.get("/v1/ledger/checkpoint")
-    checkpoint = Checkpoint.open(latest["note"], verifiers)
-    if checkpoint.origin != origin:
-        raise ValueError(f"checkpoint origin {checkpoint.origin!r} is not {origin!r}")
-    return latest, checkpoint
-
-
 @handle_errors
 def checkpoint(url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
     """Show the latest signed checkpoint after checking its signature."""
     with client(url, token) as api:
-        latest, parsed = _signed_checkpoint(api)
+        latest, parsed = signed_checkpoint(api)
     if as_json:
         print_json({**latest, "signature_verified": True})
         return
@@ -119,23 +105,19 @@ def proof_inclusion(
 ) -> None:
     """Prove that entry SEQ is in the ledger, against the signed checkpoint."""
     with client(url, token) as api:
-        _, signed = _signed_checkpoint(api)
-        size = tree_size or signed.size
-        proof = api.get("/v1/ledger/proofs/inclusion", seq=seq, tree_size=size)
-        entry = api.get(f"/v1/ledger/entries/{seq}")
-    leaf = merkle.leaf_hash(bytes.fromhex(entry["entry_hash"]))
-    root = signed.root_hash if size == signed.size else bytes.fromhex(proof["root_hash"])
-    merkle.verify_inclusion(seq, size, leaf, [bytes.fromhex(h) for h in proof["hashes"]], root)
-    result = {**proof, "verified": True, "against_signed_checkpoint": size == signed.size}
+        _, signed = signed_checkpoint(api)
+        proof = check_inclusion(api, seq, signed, tree_size)
+    entry = proof.pop("entry")
+    size = proof["tree_size"]
     if as_json:
-        print_json(result)
+        print_json(proof)
         return
     out.print(f"entry {seq} ({entry['action']}) is included in the tree of size {size}")
     out.print(f"  leaf  {proof['leaf_hash']}")
     for position, h in enumerate(proof["hashes"]):
         out.print(f"  [{position}]   {h}")
     out.print(f"  root  {proof['root_hash']}")
-    if size == signed.size:
+    if proof["against_signed_checkpoint"]:
         out.print("verified against the signed checkpoint")
     else:
         out.print("verified against the served root (not the latest signed checkpoint)")
@@ -152,7 +134,7 @@ def proof_consistency(
 ) -> None:
     """Prove that the ledger of SECOND entries extends the ledger of FIRST entries."""
     with client(url, token) as api:
-        _, signed = _signed_checkpoint(api)
+        _, signed = signed_checkpoint(api)
         size = second or signed.size
         proof = api.get("/v1/ledger/proofs/consistency", first=first, second=size)
     second_root = signed.root_hash if size == signed.size else bytes.fromhex(proof["second_root"])
@@ -280,8 +262,9 @@ def _report(report: VerificationReport, source: str, as_json: bool) -> None:
     elif report.ok:
         out.print(
             f"OK: {report.size} entries verified from {source}; root {report.root_hash}; "
-            f"{report.checkpoints_verified} signed checkpoint(s) and "
-            f"{report.signoffs_verified} sign-off signature(s) checked"
+            f"{report.checkpoints_verified} signed checkpoint(s), "
+            f"{report.signoffs_verified} sign-off signature(s) and "
+            f"{report.contracts_verified} data contract(s) checked"
         )
     else:
         where = f" first bad seq {report.first_bad_seq}" if report.first_bad_seq is not None else ""

@@ -11,9 +11,13 @@ import typer
 from controlplane import __version__
 from controlplane.cli import (
     admin_cmds,
+    contract_cmds,
     governance_cmds,
+    job_cmds,
     ledger_cmds,
+    mlflow_cmds,
     registry_cmds,
+    runner_cmds,
     server_cmds,
 )
 from controlplane.cli.errors import OneLineErrorGroup
@@ -69,6 +73,11 @@ app.command("withdraw")(governance_cmds.withdraw)
 app.command("rollback")(governance_cmds.rollback)
 app.command("retire")(governance_cmds.retire)
 app.command("status")(governance_cmds.status)
+app.add_typer(mlflow_cmds.mlflow_app, name="mlflow")
+app.add_typer(contract_cmds.contract_app, name="contract")
+app.add_typer(contract_cmds.annotator_app, name="annotator")
+app.add_typer(job_cmds.job_app, name="job")
+app.add_typer(runner_cmds.runner_app, name="runner")
 
 if __name__ == "__main__":
     app()

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import ctypes
+import importlib.util
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
-from typing import Annotated
+from types import FrameType
+from typing import Annotated, NoReturn
 
 import typer
 
 from controlplane.cli.common import JsonOpt, err, handle_errors, out, print_json
-from controlplane.config import Settings
+from controlplane.config import REPO_ROOT, Settings
 from controlplane.core import ControlPlane
 
 DataDirOpt = Annotated[
@@ -98,13 +104,42 @@ def serve(
     ] = None,
     port: Annotated[int | None, typer.Option(envvar="CONTROLPLANE_PORT", help="Port.")] = None,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    dashboard: Annotated[
+        bool, typer.Option(help="Also start the dashboard (Streamlit) beside the API.")
+    ] = True,
+    dashboard_port: Annotated[
+        int | None,
+        typer.Option(
+            envvar="CONTROLPLANE_DASHBOARD_PORT", help="Dashboard port.", show_default="8601"
+        ),
+    ] = None,
 ) -> None:
-    """Start the API server (initialising the data directory on first start)."""
+    """Start the API server and the dashboard beside it (initialising the data directory on
+    first start); stopping the server stops the dashboard."""
+    settings = _settings(
+        data_dir, database_url, host=host, port=port, dashboard_port=dashboard_port
+    )
+    child = _start_dashboard(settings) if dashboard else None
+    # uvicorn re-raises SIGTERM after its graceful shutdown; turn it into SystemExit so the
+    # ``finally`` below runs and the dashboard stops with the API.
+    previous = signal.signal(signal.SIGTERM, _exit) if child is not None else None
+    try:
+        _serve_api(settings, workers, child is not None)
+    finally:
+        if child is not None:
+            _stop(child)
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _exit(signum: int, _frame: FrameType | None) -> NoReturn:
+    raise SystemExit(128 + signum)
+
+
+def _serve_api(settings: Settings, workers: int, with_dashboard: bool) -> None:
     import uvicorn
 
     from controlplane.api.app import create_app
 
-    settings = _settings(data_dir, database_url, host=host, port=port)
     cp = ControlPlane(settings)
     result = cp.init()
     token = result.admin_token
@@ -116,6 +151,8 @@ def serve(
     err.print(f"  data dir     {settings.data_dir.resolve()}", markup=False)
     err.print(f"  ledger       {cp.signer.origin}", markup=False)
     err.print(f"  docs         {url}/docs", markup=False)
+    if with_dashboard:
+        err.print(f"  dashboard    {_dashboard_url(settings)}", markup=False)
     if token:
         err.print(f"  admin token  {token}", markup=False)
         err.print(f"  try: export CONTROLPLANE_URL={url} CONTROLPLANE_TOKEN={token}", markup=False)
@@ -133,3 +170,66 @@ def serve(
         )
         return
     uvicorn.run(create_app(cp=cp), host=settings.host, port=settings.port, log_level="info")
+
+
+DASHBOARD_APP = REPO_ROOT / "dashboard" / "app.py"
+
+
+def _reachable(host: str) -> str:
+    """An address a local client can connect to for a server bound to ``host``."""
+    return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+
+
+def _dashboard_url(settings: Settings) -> str:
+    return f"http://{_reachable(settings.host)}:{settings.dashboard_port}"
+
+
+def _start_dashboard(settings: Settings) -> subprocess.Popen[bytes] | None:
+    """Start ``streamlit run dashboard/app.py`` as a child process, told where the API is.
+
+    The dashboard is a client of the API like any other, so it runs in its own process with
+    its own settings; it gets the API address (CONTROLPLANE_URL) and no token.
+    """
+    if importlib.util.find_spec("streamlit") is None or not DASHBOARD_APP.exists():
+        err.print("  (dashboard not started: streamlit or dashboard/app.py missing)", markup=False)
+        return None
+    env = {
+        **os.environ,
+        "CONTROLPLANE_URL": f"http://{_reachable(settings.host)}:{settings.port}",
+    }
+    # The dashboard serves many users: it must not pre-fill an operator's CLI token for them.
+    env.pop("CONTROLPLANE_TOKEN", None)
+    command = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(DASHBOARD_APP),
+        "--server.headless=true",
+        f"--server.address={settings.host}",
+        f"--server.port={settings.dashboard_port}",
+        "--browser.gatherUsageStats=false",
+        "--server.fileWatcherType=none",
+        "--client.toolbarMode=viewer",
+        "--logger.level=warning",
+    ]
+    linux = sys.platform.startswith("linux")
+    return subprocess.Popen(
+        command, env=env, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent if linux else None
+    )
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when ``serve`` dies, however it dies (Linux
+    ``prctl(PR_SET_PDEATHSIG)``), so no dashboard outlives its API."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
+def _stop(child: subprocess.Popen[bytes]) -> None:
+    if child.poll() is None:
+        child.terminate()
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()

@@ -12,13 +12,15 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from controlplane.client.api import ApiClient
+from controlplane.contracts.audit import ContractAuditor
 from controlplane.governance.audit import SignoffAuditor
 from controlplane.ledger import merkle
 from controlplane.ledger.checkpoint import Checkpoint, NoteVerifier
-from controlplane.ledger.errors import LedgerError
+from controlplane.ledger.entry import Entry
+from controlplane.ledger.errors import ChainError, LedgerError
 from controlplane.ledger.verify import VerificationReport, verify_ledger
 
 BUNDLE_FORMAT = "controlplane-audit-bundle/v1"
@@ -33,6 +35,28 @@ class Pinned:
     root_hash: str
     note: str
     verifiers: list[str]
+
+
+class PinStore(Protocol):
+    """Where a client keeps the last checkpoint it verified, per ledger origin."""
+
+    def get(self, origin: str) -> Pinned | None: ...
+
+    def put(self, origin: str, pinned: Pinned) -> None: ...
+
+
+class MemoryPins:
+    """Pins held in memory: a dashboard session pins what it verified for as long as it lives,
+    so a server that rewrites history between two checks in one session still fails."""
+
+    def __init__(self) -> None:
+        self._pins: dict[str, Pinned] = {}
+
+    def get(self, origin: str) -> Pinned | None:
+        return self._pins.get(origin)
+
+    def put(self, origin: str, pinned: Pinned) -> None:
+        self._pins[origin] = pinned
 
 
 class StateFile:
@@ -83,7 +107,7 @@ def _counted(entries: Iterable[dict[str, Any]], progress: Progress | None) -> It
 
 
 def verify_server(
-    client: ApiClient, state: StateFile | None, progress: Progress | None = None
+    client: ApiClient, state: PinStore | None, progress: Progress | None = None
 ) -> VerificationReport:
     """Verify everything the server serves; update ``state`` only when it all verifies."""
     keys = client.get("/v1/ledger/keys")
@@ -108,16 +132,17 @@ def verify_server(
     pinned_roots = {}
     if pinned is not None:
         pinned_roots[pinned.size] = bytes.fromhex(pinned.root_hash)
-    auditor = SignoffAuditor()
+    auditor, contracts = SignoffAuditor(), ContractAuditor()
     report = verify_ledger(
         _counted(client.entries(size), progress),
         notes,
         verifiers,
         origin,
         pinned_roots,
-        observers=[auditor],
+        observers=[auditor, contracts],
     )
     report.signoffs_verified = auditor.checked
+    report.contracts_verified = contracts.checked
     report.problems[:0] = seed.problems
     if report.first_bad_seq is None and seed.first_bad_seq is not None:
         report.first_bad_seq = seed.first_bad_seq
@@ -163,16 +188,69 @@ def _check_consistency(
         )
 
 
+def trusted_keys(client: ApiClient) -> tuple[str, list[NoteVerifier]]:
+    """The ledger's origin and its checkpoint signing keys, as the server lists them."""
+    keys = client.get("/v1/ledger/keys")
+    return keys["origin"], [NoteVerifier.parse(k["verifier"]) for k in keys["data"]]
+
+
+def signed_checkpoint(client: ApiClient) -> tuple[dict[str, Any], Checkpoint]:
+    """The latest checkpoint, served and opened: its signature checked, its origin ours."""
+    origin, verifiers = trusted_keys(client)
+    latest = client.get("/v1/ledger/checkpoint")
+    checkpoint = Checkpoint.open(latest["note"], verifiers)
+    if checkpoint.origin != origin:
+        raise ValueError(f"checkpoint origin {checkpoint.origin!r} is not {origin!r}")
+    return latest, checkpoint
+
+
+def check_inclusion(
+    client: ApiClient, seq: int, checkpoint: Checkpoint, tree_size: int | None = None
+) -> dict[str, Any]:
+    """Prove that entry ``seq``, as served, is in the tree of ``checkpoint`` (already opened).
+
+    The entry's hash is recomputed from its fields, so what is shown is what is proven. With a
+    ``tree_size`` other than the checkpoint's, the proof is checked against the served root of
+    that size only (``against_signed_checkpoint`` is then False). Raises ``LedgerError``.
+    """
+    size = tree_size or checkpoint.size
+    proof = client.get("/v1/ledger/proofs/inclusion", seq=seq, tree_size=size)
+    entry = client.get(f"/v1/ledger/entries/{seq}")
+    parsed = Entry.from_dict(entry)
+    if parsed.seq != seq:
+        raise ChainError(seq, f"the server sent entry {parsed.seq} instead")
+    if not parsed.hash_is_valid():
+        raise ChainError(seq, "entry_hash does not match its fields")
+    leaf = merkle.leaf_hash(parsed.leaf_input)
+    root = checkpoint.root_hash if size == checkpoint.size else bytes.fromhex(proof["root_hash"])
+    merkle.verify_inclusion(seq, size, leaf, [bytes.fromhex(h) for h in proof["hashes"]], root)
+    return {
+        **proof,
+        "entry": entry,
+        "verified": True,
+        "against_signed_checkpoint": size == checkpoint.size,
+    }
+
+
 def load_bundle(path: Path) -> dict[str, Any]:
     try:
-        bundle = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+        text = path.read_bytes()
+    except OSError as exc:
         raise ValueError(f"cannot read bundle {path}: {exc}") from None
+    return load_bundle_data(text, str(path))
+
+
+def load_bundle_data(text: str | bytes, source: str = "the bundle") -> dict[str, Any]:
+    """Parse an audit bundle and check its shape (``source`` names it in errors)."""
+    try:
+        bundle = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"cannot read bundle {source}: {exc}") from None
     if not isinstance(bundle, dict) or bundle.get("format") != BUNDLE_FORMAT:
-        raise ValueError(f"{path} is not a {BUNDLE_FORMAT} bundle")
+        raise ValueError(f"{source} is not a {BUNDLE_FORMAT} bundle")
     for key in ("origin", "keys", "checkpoints", "entries"):
         if key not in bundle:
-            raise ValueError(f"bundle {path} has no {key!r}")
+            raise ValueError(f"bundle {source} has no {key!r}")
     return bundle
 
 
@@ -183,11 +261,16 @@ def verify_bundle(
     bundle's own keys, which otherwise are trusted as shipped."""
     seed = VerificationReport()
     verifiers = _verifiers(trusted_keys or bundle["keys"], seed)
-    auditor = SignoffAuditor()
+    auditor, contracts = SignoffAuditor(), ContractAuditor()
     report = verify_ledger(
-        bundle["entries"], bundle["checkpoints"], verifiers, bundle["origin"], observers=[auditor]
+        bundle["entries"],
+        bundle["checkpoints"],
+        verifiers,
+        bundle["origin"],
+        observers=[auditor, contracts],
     )
     report.signoffs_verified = auditor.checked
+    report.contracts_verified = contracts.checked
     report.problems[:0] = seed.problems
     if not bundle["checkpoints"]:
         report.fail("the bundle has no signed checkpoint")

@@ -47,11 +47,19 @@ def save_private_key(key: Ed25519PrivateKey, path: Path) -> None:
         handle.write(pem)
 
 
-def load_private_key(path: Path) -> Ed25519PrivateKey:
-    key = load_pem_private_key(path.read_bytes(), password=None)
+def private_key_from_pem(pem: bytes, source: str = "the key") -> Ed25519PrivateKey:
+    """An unencrypted PEM Ed25519 private key; ValueError names ``source`` otherwise."""
+    try:
+        key = load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError):
+        raise ValueError(f"{source} is not an unencrypted PEM private key") from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise ValueError(f"{path} does not hold an Ed25519 private key")
+        raise ValueError(f"{source} does not hold an Ed25519 private key")
     return key
+
+
+def load_private_key(path: Path) -> Ed25519PrivateKey:
+    return private_key_from_pem(path.read_bytes(), str(path))
 
 
 def load_or_create_private_key(path: Path) -> Ed25519PrivateKey:

@@ -3,8 +3,10 @@
 Fed the entries in order (by ``controlplane verify`` against a server or a bundle), it learns
 each principal's keys from ``signing_key.registered`` / ``signing_key.revoked`` entries and
 checks every ``promotion.signed_off`` envelope: a valid signature by a key the signer had
-registered before signing and had not revoked, over a statement that names this request,
-this artifact version and this decision. No server and no database are trusted.
+registered before signing and had not revoked, over a statement that names this request, this
+artifact version and digest, the stage the request asked for (both as its
+``promotion.requested`` entry recorded them), and the decision, comment and time the sign-off
+entry records. No server and no database are trusted.
 """
 
 from __future__ import annotations
@@ -20,10 +22,15 @@ from controlplane.crypto.keys import public_key_from_b64
 from controlplane.governance import statements
 from controlplane.ledger.verify import VerificationReport
 
+_ABSENT = object()  # a statement field that is missing never equals a recorded value
+_SUBJECT = ("project", "kind", "name", "version")
+
 
 class SignoffAuditor:
     def __init__(self) -> None:
         self._keys: dict[str, dict[str, Ed25519PublicKey]] = {}
+        # request id (the seq of its promotion.requested entry) -> what was asked for
+        self._requests: dict[int, dict[str, Any]] = {}
         self.checked = 0
 
     def __call__(self, entry: Mapping[str, Any], report: VerificationReport) -> None:
@@ -41,6 +48,12 @@ class SignoffAuditor:
             self._keys.setdefault(str(subject.get("name")), {})[str(payload["key_id"])] = key
         elif action == "signing_key.revoked":
             self._keys.get(str(subject.get("name")), {}).pop(str(payload.get("key_id")), None)
+        elif action == "promotion.requested" and isinstance(entry.get("seq"), int):
+            self._requests[entry["seq"]] = {
+                "subject": {k: subject.get(k) for k in _SUBJECT},
+                "digest": payload.get("digest"),
+                "target_stage": payload.get("target_stage"),
+            }
         elif action == "promotion.signed_off":
             self._check(entry, subject, payload, report)
 
@@ -61,19 +74,37 @@ class SignoffAuditor:
         except (EnvelopeError, ValueError) as exc:
             report.fail(f"sign-off by {signer} does not verify: {exc}", seq)
             return
-        artifact = statement.get("artifact", {})
+        request_id = payload.get("request_id")
+        known = isinstance(request_id, int) and not isinstance(request_id, bool)
+        requested = self._requests.get(request_id) if known else None
+        if requested is None:
+            report.fail(
+                f"sign-off by {signer} names request {request_id!r}, which no earlier "
+                "promotion.requested entry opened",
+                seq,
+            )
+            return
+        asked = requested["subject"]
         expected = {
             "signer": signer,
-            "request_id": payload.get("request_id"),
+            "request_id": request_id,
             "decision": payload.get("decision"),
-            "project": subject.get("project"),
+            "comment": payload.get("comment"),
+            "signed_at": payload.get("signed_at"),
+            "project": asked["project"],
+            "target_stage": requested["target_stage"],
         }
-        wrong = [k for k, v in expected.items() if statement.get(k) != v]
+        signed = {"comment": "", **statement}  # the server records a missing comment as ""
+        wrong = [k for k, v in expected.items() if signed.get(k, _ABSENT) != v]
+        artifact = {k: asked[k] for k in ("kind", "name", "version")}
+        artifact["digest"] = requested["digest"]
         wrong += [
             f"artifact.{k}"
-            for k in ("kind", "name", "version")
-            if artifact.get(k) != subject.get(k)
+            for k, v in artifact.items()
+            if statement.get("artifact", {}).get(k, _ABSENT) != v
         ]
+        # the sign-off entry itself must be about the request's artifact version too
+        wrong += [f"subject.{k}" for k in _SUBJECT if subject.get(k) != asked[k]]
         if opened.key_id != payload.get("key_id"):
             wrong.append("key_id")
         if wrong:

@@ -2,12 +2,16 @@
 
 Every decision runs under the ledger lock in one transaction, so concurrent sign-offs can never
 promote twice, and the promotion happens in the same transaction as the last approval. Every
-refusal that matters to an audit (a request refused by policy, a sign-off refused) is itself
-appended, in a transaction of its own, before the caller hears about it.
+:class:`Refused` (a request, sign-off, withdrawal, rollback, retirement or key revocation
+refused by policy) is itself appended as a ``*.refused`` entry, in a transaction of its own
+after the deciding one rolled back, before the caller hears about it. Nothing is raised inside
+a transaction that also appended something the caller is told about (an expiry): that would
+roll the entry back.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,12 +23,12 @@ from sqlalchemy.orm import Session
 
 from controlplane import clock, names
 from controlplane.authz.service import SYSTEM_ACTOR, Principal
-from controlplane.crypto.dsse import EnvelopeError, verify_envelope
+from controlplane.crypto.dsse import EnvelopeError, OpenedEnvelope, parse_envelope, verify_envelope
 from controlplane.crypto.keys import key_id, public_key_from_b64
 from controlplane.errors import Conflict, ControlPlaneError, InvalidInput, NotFound
 from controlplane.governance import projections as _projections  # noqa: F401
 from controlplane.governance import statements
-from controlplane.governance.rules import Rule, RuleSet
+from controlplane.governance.rules import GATED_LINEAGE_KINDS, Rule, RulesError, RuleSet
 from controlplane.ledger.canonical import canonical_json
 from controlplane.ledger.entry import format_timestamp
 from controlplane.registry.digests import digest_bytes
@@ -44,6 +48,9 @@ from controlplane.store.models import (
 
 RULES_ACTION = "promotion_rules.installed"
 MAX_CLOCK_SKEW = timedelta(minutes=10)
+MAX_COMMENT = 10_000  # characters; longer comments are refused, never cut (they are signed)
+MAX_SIGNED_AT = 40  # characters, the width of signoffs.signed_at
+RETIRED_REASON = "retired: "  # how a deliberate retirement's stage change begins its reason
 
 
 class Refused(ControlPlaneError):
@@ -108,7 +115,12 @@ class GovernanceService:
         found = self._rules_entry(session, seq)
         if found is None:
             raise NotFound("no promotion rules are installed")
-        return found[0], _rules_from_json(json.dumps(found[1]["rules"], sort_keys=True))
+        try:
+            return found[0], _rules_from_json(json.dumps(found[1]["rules"], sort_keys=True))
+        except RulesError as exc:  # recorded by an older, laxer parser: act on none of it
+            raise Conflict(
+                f"the promotion rules recorded at seq {found[0]} are not valid: {exc}"
+            ) from None
 
     # -- keys ----------------------------------------------------------------------------------
 
@@ -132,20 +144,29 @@ class GovernanceService:
             return self.key(session, kid)
 
     def revoke_key(self, caller: Principal, kid: str, reason: str, *, is_admin: bool) -> dict:
+        refusal: _Refusal | None = None
         with self.store.transaction() as tx:
             tx.lock()
             row = tx.session.get(SigningKeyRow, kid)
             if row is None:
                 raise NotFound(f"key {kid[:16]} is not registered")
             if row.principal_id != caller.id and not is_admin:
-                raise Refused("only the key's owner or an admin may revoke it")
-            if row.revoked_seq is None:
+                error = Refused("only the key's owner or an admin may revoke it")
+                refusal = _Refusal(
+                    "key_revocation.refused",
+                    {"kind": "principal", "name": row.principal_id},
+                    {"key_id": kid, "reason": error.detail},
+                    error,
+                )
+            elif row.revoked_seq is None:
                 tx.append(
                     actor=caller.id,
                     action="signing_key.revoked",
                     subject={"kind": "principal", "name": row.principal_id},
                     payload={"key_id": kid, "reason": reason[:2000]},
                 )
+        if refusal is not None:
+            self._record_refusal(caller, refusal)
         with self.store.db.read() as session:
             return self.key(session, kid)
 
@@ -289,9 +310,11 @@ class GovernanceService:
     ) -> list[tuple[str, str]]:
         gate = rules.lineage_gate_after
         stages = rules.stages_for(version.kind)
-        if version.kind not in MODEL_KINDS or gate is None or gate not in stages:
+        if version.kind not in MODEL_KINDS or gate is None:
             return []
-        if stages.index(target) <= stages.index(gate):
+        # A gate stage this kind does not have gates every move (the parser refuses such
+        # rules; this is the second line, so that a gap there can never switch the gate off).
+        if gate in stages and stages.index(target) <= stages.index(gate):
             return []
         ancestors = self.registry._walk(session, version.id, up=True)
         if not ancestors:
@@ -299,34 +322,50 @@ class GovernanceService:
         rows = session.execute(
             select(ArtifactVersionRow).where(
                 ArtifactVersionRow.id.in_(list(ancestors)),
-                ArtifactVersionRow.kind.in_(("dataset", "rubric")),
+                ArtifactVersionRow.kind.in_(GATED_LINEAGE_KINDS),
             )
         ).scalars()
         return sorted((_ref(r), r.stage) for r in rows if r.stage != rules.lineage_required_stage)
 
     def withdraw(self, caller: Principal, request_id: int, reason: str) -> dict[str, Any]:
+        """Close an open request (its requester only).
+
+        A request found past its expiry is closed as expired instead, and that closing is
+        committed before the caller hears the Conflict: raising inside the transaction would
+        roll the ``promotion.expired`` entry back and leave the request open.
+        """
+        refusal: _Refusal | None = None
+        expired = False
         with self.store.transaction() as tx:
             tx.lock()
-            request = self._open_request(tx, request_id)
-            if request.requester != caller.id:
-                raise Refused("only the requester may withdraw a request")
-            tx.append(
-                actor=caller.id,
-                action="promotion.withdrawn",
-                subject=_subject(request),
-                payload={"request_id": request_id, "reason": reason[:2000] or "withdrawn"},
-            )
+            request = tx.session.get(PromotionRequestRow, request_id)
+            if request is None:
+                raise NotFound(f"request {request_id} does not exist")
+            if self._expire_if_due(tx, request):
+                expired = True
+            elif request.state != "open":
+                raise Conflict(f"request {request_id} is {request.state}")
+            elif request.requester != caller.id:
+                error = Refused("only the requester may withdraw a request")
+                refusal = _Refusal(
+                    "withdrawal.refused",
+                    _subject(request),
+                    {"request_id": request_id, "reason": error.detail},
+                    error,
+                )
+            else:
+                tx.append(
+                    actor=caller.id,
+                    action="promotion.withdrawn",
+                    subject=_subject(request),
+                    payload={"request_id": request_id, "reason": reason[:2000] or "withdrawn"},
+                )
+        if expired:
+            raise Conflict(f"request {request_id} is expired: it passed its expiry without quorum")
+        if refusal is not None:
+            self._record_refusal(caller, refusal)
         with self.store.db.read() as session:
             return self.request(session, request_id)
-
-    def _open_request(self, tx: Transaction, request_id: int) -> PromotionRequestRow:
-        request = tx.session.get(PromotionRequestRow, request_id)
-        if request is None:
-            raise NotFound(f"request {request_id} does not exist")
-        self._expire_if_due(tx, request)
-        if request.state != "open":
-            raise Conflict(f"request {request_id} is {request.state}")
-        return request
 
     def _expire_if_due(self, tx: Transaction, request: PromotionRequestRow) -> bool:
         if request.state == "open" and request.expires_at <= clock.now():
@@ -452,11 +491,15 @@ class GovernanceService:
         if wrong:
             raise Refused(f"the signed statement does not match this request: {', '.join(wrong)}")
         try:
-            signed_at = datetime.fromisoformat(str(statement["signed_at"]).replace("Z", "+00:00"))
-        except (KeyError, ValueError):
-            raise Refused("the statement has no valid signed_at time") from None
+            signed_at = statements.signed_time(statement.get("signed_at"), MAX_SIGNED_AT)
+        except ValueError as exc:
+            raise Refused(f"the statement has no valid signed_at time: {exc}") from None
         if abs(clock.now() - signed_at) > MAX_CLOCK_SKEW:
             raise Refused("the statement was signed too long ago or in the future (replay?)")
+        comment = statement.get("comment", "")
+        if not isinstance(comment, str) or len(comment) > MAX_COMMENT:
+            # recorded exactly as signed, so the audit can hold one against the other
+            raise Refused(f"the statement's comment must be text of at most {MAX_COMMENT} chars")
         if session.get(SignoffRow, (request.id, caller.id)) is not None:
             raise Refused(f"{caller.id} has already signed off request {request.id}")
         decision = statement["decision"]
@@ -473,11 +516,11 @@ class GovernanceService:
             payload={
                 "request_id": request.id,
                 "decision": decision,
-                "comment": str(statement.get("comment", ""))[:10_000],
+                "comment": comment,
                 "key_id": opened.key_id,
                 "signed_at": statement["signed_at"],
                 "roles": sorted(roles),
-                "envelope": envelope,
+                "envelope": _recorded_envelope(envelope, opened),
             },
         )
         if decision == "reject":
@@ -504,15 +547,22 @@ class GovernanceService:
     def _quorum_state(
         self, session: Session, request: PromotionRequestRow, rule: Rule
     ) -> dict[str, Any]:
-        approvals = session.execute(
-            select(SignoffRow).where(
-                SignoffRow.request_id == request.id, SignoffRow.decision == "approve"
-            )
-        ).scalars()
+        """How far the approvals go. A required role counts only if its signer held it when
+        signing (as recorded in the ``promotion.signed_off`` entry) and still holds it: a role
+        granted after the signature was not what the signer signed as."""
+        approvals = list(
+            session.execute(
+                select(SignoffRow).where(
+                    SignoffRow.request_id == request.id, SignoffRow.decision == "approve"
+                )
+            ).scalars()
+        )
         signers = sorted({s.signer for s in approvals})
-        held = set()
-        for signer in signers:
-            held |= self._roles(session, signer, request.project)
+        when_signed = self._signing_roles(session, [s.seq for s in approvals])
+        held: set[str] = set()
+        for signoff in approvals:
+            now = self._roles(session, signoff.signer, request.project)
+            held |= when_signed.get(signoff.seq, set()) & now
         missing_roles = [r for r in rule.required_roles if r not in held]
         return {
             "approvals": len(signers),
@@ -521,6 +571,15 @@ class GovernanceService:
             "missing_roles": missing_roles,
             "met": len(signers) >= rule.approvals and not missing_roles,
         }
+
+    def _signing_roles(self, session: Session, seqs: list[int]) -> dict[int, set[str]]:
+        """The roles recorded in each ``promotion.signed_off`` entry at ``seqs``."""
+        if not seqs:
+            return {}
+        rows = session.execute(
+            select(LedgerEntryRow.seq, LedgerEntryRow.payload).where(LedgerEntryRow.seq.in_(seqs))
+        ).all()
+        return {int(seq): set(json.loads(payload).get("roles") or ()) for seq, payload in rows}
 
     def _quorum(self, session: Session, request: PromotionRequestRow, rule: Rule) -> bool:
         return bool(self._quorum_state(session, request, rule)["met"])
@@ -603,47 +662,70 @@ class GovernanceService:
     # -- emergencies ---------------------------------------------------------------------------
 
     def rollback(self, caller: Principal, project: str, kind: str, name: str, reason: str) -> dict:
-        """Put the previous production version back (one person with a rollback role)."""
+        """Put the previous production version back (one person with a rollback role).
+
+        A version someone retired on purpose (``retire``) is never brought back this way.
+        """
         if not reason.strip():
             raise InvalidInput("a reason is required")
+        subject = {"project": project, "kind": kind, "name": name}
+        result: dict[str, Any] = {}
         with self.store.transaction() as tx:
             tx.lock()
             session = tx.session
             _, rules = self.rules(session)
-            self._require_roles(session, caller, project, rules.rollback_roles, "roll back")
-            current = session.execute(
-                select(ArtifactVersionRow).where(
-                    ArtifactVersionRow.project == project,
-                    ArtifactVersionRow.kind == kind,
-                    ArtifactVersionRow.name == name,
-                    ArtifactVersionRow.stage == "production",
-                )
-            ).scalar_one_or_none()
-            if current is None:
-                raise Conflict(f"{kind}/{name} has no version in production")
-            previous = self._previous_production(session, project, kind, name, current.version)
-            if previous is None:
-                raise Conflict(f"{kind}/{name} has no earlier production version to restore")
-            back = find_version(session, project, kind, name, previous)
-            assert back is not None
-            tx.append(
-                actor=caller.id,
-                action="promotion.rolled_back",
-                subject={"project": project, "kind": kind, "name": name},
-                payload={"from_version": current.version, "to_version": previous, "reason": reason},
+            refusal = self._role_refusal(
+                session,
+                caller,
+                project,
+                rules.rollback_roles,
+                "roll back",
+                "rollback.refused",
+                subject,
             )
-            tx.append(
-                actor=caller.id,
-                action="stage.changed",
-                subject=_subject(current),
-                payload={"from": "production", "to": "retired", "reason": f"rollback: {reason}"},
+            if refusal is None:
+                result = self._roll_back(tx, caller, project, kind, name, reason)
+        if refusal is not None:
+            self._record_refusal(caller, refusal)
+        return result
+
+    def _roll_back(
+        self, tx: Transaction, caller: Principal, project: str, kind: str, name: str, reason: str
+    ) -> dict[str, Any]:
+        session = tx.session
+        current = session.execute(
+            select(ArtifactVersionRow).where(
+                ArtifactVersionRow.project == project,
+                ArtifactVersionRow.kind == kind,
+                ArtifactVersionRow.name == name,
+                ArtifactVersionRow.stage == "production",
             )
-            tx.append(
-                actor=caller.id,
-                action="stage.changed",
-                subject=_subject(back),
-                payload={"from": back.stage, "to": "production", "reason": f"rollback: {reason}"},
-            )
+        ).scalar_one_or_none()
+        if current is None:
+            raise Conflict(f"{kind}/{name} has no version in production")
+        previous = self._previous_production(session, project, kind, name, current.version)
+        if previous is None:
+            raise Conflict(f"{kind}/{name} has no earlier production version to restore")
+        back = find_version(session, project, kind, name, previous)
+        assert back is not None
+        tx.append(
+            actor=caller.id,
+            action="promotion.rolled_back",
+            subject={"project": project, "kind": kind, "name": name},
+            payload={"from_version": current.version, "to_version": previous, "reason": reason},
+        )
+        tx.append(
+            actor=caller.id,
+            action="stage.changed",
+            subject=_subject(current),
+            payload={"from": "production", "to": "retired", "reason": f"rollback: {reason}"},
+        )
+        tx.append(
+            actor=caller.id,
+            action="stage.changed",
+            subject=_subject(back),
+            payload={"from": back.stage, "to": "production", "reason": f"rollback: {reason}"},
+        )
         return {
             "project": project,
             "kind": kind,
@@ -656,6 +738,8 @@ class GovernanceService:
     def _previous_production(
         self, session: Session, project: str, kind: str, name: str, current: int
     ) -> int | None:
+        """The last version before ``current`` to hold production. Conflict if it was retired
+        on purpose since: a rollback must not undo that decision."""
         rows = session.execute(
             select(LedgerEntryRow.subject, LedgerEntryRow.payload)
             .where(
@@ -666,10 +750,21 @@ class GovernanceService:
             )
             .order_by(LedgerEntryRow.seq)
         ).all()
-        holders = [
-            json.loads(s)["version"] for s, p in rows if json.loads(p).get("to") == "production"
-        ]
+        holders: list[int] = []
+        deliberately_retired: set[int] = set()
+        for subject_text, payload_text in rows:
+            version, payload = json.loads(subject_text)["version"], json.loads(payload_text)
+            if payload.get("to") == "production":
+                holders.append(version)
+                deliberately_retired.discard(version)
+            elif str(payload.get("reason", "")).startswith(RETIRED_REASON):
+                deliberately_retired.add(version)
         earlier = [v for v in holders if v != current]
+        if earlier and earlier[-1] in deliberately_retired:
+            raise Conflict(
+                f"{kind}/{name}@{earlier[-1]}, the previous production version, was retired on "
+                "purpose: promote a version through a request instead"
+            )
         return earlier[-1] if earlier else None
 
     def retire(self, caller: Principal, project: str, ref: VersionRef, reason: str) -> dict:
@@ -681,26 +776,51 @@ class GovernanceService:
             tx.lock()
             session = tx.session
             _, rules = self.rules(session)
-            self._require_roles(session, caller, project, rules.retire_roles, "retire")
-            version = find_version(session, project, ref.kind, ref.name, ref.version)
-            if version is None:
-                raise NotFound(f"{ref} does not exist in project {project!r}")
-            if version.stage == "retired":
-                raise Conflict(f"{ref} is already retired")
-            tx.append(
-                actor=caller.id,
-                action="stage.changed",
-                subject=_subject(version),
-                payload={"from": version.stage, "to": "retired", "reason": f"retired: {reason}"},
+            refusal = self._role_refusal(
+                session,
+                caller,
+                project,
+                rules.retire_roles,
+                "retire",
+                "retirement.refused",
+                {"project": project, "kind": ref.kind, "name": ref.name, "version": ref.version},
             )
+            if refusal is None:
+                version = find_version(session, project, ref.kind, ref.name, ref.version)
+                if version is None:
+                    raise NotFound(f"{ref} does not exist in project {project!r}")
+                if version.stage == "retired":
+                    raise Conflict(f"{ref} is already retired")
+                tx.append(
+                    actor=caller.id,
+                    action="stage.changed",
+                    subject=_subject(version),
+                    payload={
+                        "from": version.stage,
+                        "to": "retired",
+                        "reason": f"{RETIRED_REASON}{reason}",
+                    },
+                )
+        if refusal is not None:
+            self._record_refusal(caller, refusal)
         with self.store.db.read() as session:
             return self.registry.get_version(session, project, ref)
 
-    def _require_roles(
-        self, session: Session, caller: Principal, project: str, roles: tuple[str, ...], what: str
-    ) -> None:
-        if not self._roles(session, caller.id, project) & set(roles):
-            raise Refused(f"{caller.id} may not {what}: needs one of {', '.join(roles)}")
+    def _role_refusal(
+        self,
+        session: Session,
+        caller: Principal,
+        project: str,
+        roles: tuple[str, ...],
+        what: str,
+        action: str,
+        subject: dict[str, Any],
+    ) -> _Refusal | None:
+        """The refusal to record when ``caller`` holds none of ``roles`` in ``project``."""
+        if self._roles(session, caller.id, project) & set(roles):
+            return None
+        error = Refused(f"{caller.id} may not {what}: needs one of {', '.join(roles)}")
+        return _Refusal(action, subject, {"reason": error.detail}, error)
 
     def _record_refusal(self, caller: Principal, refusal: _Refusal) -> None:
         with self.store.transaction() as tx:
@@ -854,6 +974,24 @@ class GovernanceService:
                 n["ref"] for n in lineage["nodes"] if n["kind"] in ("dataset", "rubric")
             ]
         return out
+
+
+def _recorded_envelope(envelope: dict[str, Any], opened: OpenedEnvelope) -> dict[str, Any]:
+    """The envelope as recorded: the payload and the one signature that verified.
+
+    Only DSSE fields are kept. Whatever else the caller put into the JSON object is not
+    signed, and could hold values canonical JSON refuses (a NaN, a huge integer), which would
+    make the append fail after the decision was taken; other signatures are by keys the
+    signer has not registered and vouch for nothing here.
+    """
+    # verify_envelope checks the first signature by a registered key and returns its key id
+    _, _, signatures = parse_envelope(envelope)
+    signature = next(sig for keyid, sig in signatures if keyid == opened.key_id)
+    return {
+        "payload": base64.b64encode(opened.payload).decode(),
+        "payloadType": opened.payload_type,
+        "signatures": [{"keyid": opened.key_id, "sig": base64.b64encode(signature).decode()}],
+    }
 
 
 def _satisfies(metadata: dict[str, Any], evidence: Any) -> bool:

@@ -27,6 +27,7 @@ class VerificationReport:
     last_entry_hash: str = GENESIS_HASH
     checkpoints_verified: int = 0
     signoffs_verified: int = 0
+    contracts_verified: int = 0
     first_bad_seq: int | None = None
     problems: list[str] = field(default_factory=list)
 
@@ -47,6 +48,7 @@ class VerificationReport:
             "last_entry_hash": self.last_entry_hash,
             "checkpoints_verified": self.checkpoints_verified,
             "signoffs_verified": self.signoffs_verified,
+            "contracts_verified": self.contracts_verified,
             "first_bad_seq": self.first_bad_seq,
             "problems": self.problems,
         }

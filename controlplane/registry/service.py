@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from datetime import UTC
 from typing import Any
 
@@ -79,11 +80,14 @@ class RegistryService:
         metadata: Mapping[str, Any] | None = None,
         lineage: Sequence[Mapping[str, Any]] = (),
         pseudonyms: Mapping[str, str] | None = None,
+        tx: Transaction | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """Register a new immutable version. Returns ``(version, created)``.
 
         Registering the same digest, URI, metadata and lineage as the latest version again
-        returns that version with ``created=False`` (CI retries are safe).
+        returns that version with ``created=False`` (CI retries are safe). With ``tx`` the
+        version is registered inside the caller's transaction (a job's outputs commit together
+        with ``job.finished``); otherwise in a transaction of its own.
         """
         names.project(project)
         check_kind(kind)
@@ -103,7 +107,7 @@ class RegistryService:
             raise InvalidInput(f"metadata exceeds {MAX_METADATA_BYTES} bytes")
         edges = self._parse_lineage(lineage)
 
-        with self.store.transaction() as tx:
+        with self.store.transaction() if tx is None else nullcontext(tx) as tx:
             tx.lock()
             session = tx.session
             for _relation, parent in edges:

@@ -4,18 +4,30 @@ Client-side verification sees only what the API serves. An operator with databas
 also check what the API does not serve: that every stored Merkle node is the hash of its
 children (so proofs are honest), that the index columns copied from subjects match them, and
 that the projection tables are exactly what a replay of the ledger produces.
+
+The replay comparison is generic: every table the migrations create is a projection and is
+compared row for row, except the tables named in :data:`NOT_PROJECTIONS` and any table or
+column whose model says otherwise with ``info={"projection": False}`` (a table through
+``__table_args__ = {"info": {"projection": False}}``, a column through
+``Column(..., info={"projection": False})``). A table added by a later migration is covered
+without touching this module. Surrogate keys (autoincrement integer ids, which differ between
+databases) are left out, and a foreign key to one is replaced by the referenced row itself.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, MetaData, Table, inspect, select
 from sqlalchemy.orm import Session
+from sqlmodel import SQLModel
 
 from controlplane.ledger import merkle
 from controlplane.ledger.checkpoint import NoteVerifier
@@ -25,19 +37,29 @@ from controlplane.ledger.verify import VerificationReport, verify_ledger
 from controlplane.store import migrate, projector
 from controlplane.store.database import Database
 from controlplane.store.ledger_store import LedgerStore, entry_to_row
-from controlplane.store.models import (
-    ArtifactRow,
-    ArtifactVersionRow,
-    LedgerEntryRow,
-    LineageEdgeRow,
-    MerkleNodeRow,
-    PrincipalRow,
-    RoleGrantRow,
-    ServerKeyRow,
-)
+from controlplane.store.models import LedgerEntryRow, MerkleNodeRow, ServerKeyRow
 
 Progress = Callable[[str, int], None]
 _BATCH = 5000
+
+#: Tables that are not projections of the ledger, so a replay cannot reproduce them.
+NOT_PROJECTIONS = frozenset(
+    {
+        # the ledger itself, checked entry by entry and node by node above
+        "ledger_entries",
+        "merkle_nodes",
+        "checkpoints",
+        # Alembic's own bookkeeping
+        "alembic_version",
+        # secrets and personal data that must never enter the immutable ledger
+        "api_tokens",
+        "annotator_pseudonyms",
+        # operational state: lease renewals and content bytes, written without an entry
+        "job_leases",
+        "content_blobs",
+    }
+)
+_MAX_REFERENCE_DEPTH = 8
 
 
 def check_database(
@@ -144,48 +166,125 @@ def _json(text: str) -> Any:
     return json.loads(text)
 
 
-def _snapshot(session: Session) -> dict[str, set[tuple[Any, ...]]]:
-    """Projection tables by natural keys (surrogate ids differ between databases)."""
-    versions = {
-        v.id: (v.project, v.kind, v.name, v.version)
-        for v in session.execute(select(ArtifactVersionRow)).scalars()
+@dataclass(frozen=True)
+class _Plan:
+    """How one table's rows are compared: which columns are left out, which are replaced by
+    the row they reference (a foreign key to another table's surrogate key)."""
+
+    name: str
+    surrogate: str | None
+    skipped: frozenset[str]
+    references: dict[str, str]  # column -> referenced table (its surrogate key)
+    compared: bool
+
+
+def _plans(connection: Connection) -> tuple[dict[str, _Plan], dict[str, Table]]:
+    """Plans for every table of the (freshly migrated) replay database.
+
+    Tables come from the models when they have one (their types read both databases alike),
+    else from reflection; the plan is made once and applied to both databases.
+    """
+    names = set(inspect(connection).get_table_names())
+    models = SQLModel.metadata.tables
+    known = {name: models[name] for name in names & set(models)}
+    reflected = MetaData()
+    if names - set(known):
+        reflected.reflect(bind=connection, only=sorted(names - set(known)))
+    tables = {**{t.name: t for t in reflected.tables.values() if t.name in names}, **known}
+    plans = {}
+    for name, table in tables.items():
+        surrogate = table.autoincrement_column
+        skipped = {c.name for c in table.columns if c.info.get("projection") is False}
+        if surrogate is not None:
+            skipped.add(surrogate.name)
+        references = {}
+        for column in table.columns:
+            for fk in column.foreign_keys:
+                key = fk.column.table.autoincrement_column
+                if key is not None and key.name == fk.column.name:
+                    references[column.name] = fk.column.table.name
+        plans[name] = _Plan(
+            name=name,
+            surrogate=None if surrogate is None else surrogate.name,
+            skipped=frozenset(skipped),
+            references=references,
+            compared=name not in NOT_PROJECTIONS and table.info.get("projection") is not False,
+        )
+    return plans, tables
+
+
+def _needed(plans: dict[str, _Plan]) -> set[str]:
+    """The compared tables and every table they reference, transitively."""
+    needed = {name for name, plan in plans.items() if plan.compared}
+    todo = list(needed)
+    while todo:
+        for target in plans[todo.pop()].references.values():
+            if target in plans and target not in needed:
+                needed.add(target)
+                todo.append(target)
+    return needed
+
+
+def _normal(value: Any) -> Any:
+    """One spelling per value on both databases (hashable, so rows can be counted)."""
+    if isinstance(value, memoryview):
+        return bytes(value)
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if isinstance(value, list | dict):
+        return json.dumps(value, sort_keys=True, default=str)
+    return value
+
+
+def _snapshot(
+    session: Session, plans: dict[str, _Plan], tables: dict[str, Table]
+) -> dict[str, Counter[tuple[Any, ...]]]:
+    """Every compared table as a multiset of rows, surrogate ids resolved to what they name."""
+    connection = session.connection()
+    present = set(inspect(connection).get_table_names())
+    raw: dict[str, list[dict[str, Any]]] = {}
+    for name in sorted(_needed(plans) & present):
+        table = tables[name]
+        if name not in SQLModel.metadata.tables:  # reflected: read with this database's types
+            table = Table(name, MetaData(), autoload_with=connection)
+        raw[name] = [dict(row) for row in session.execute(select(table)).mappings()]
+    by_id = {
+        name: {row[plans[name].surrogate]: row for row in rows}
+        for name, rows in raw.items()
+        if plans[name].surrogate is not None
     }
-    return {
-        "principals": {
-            (p.id, p.kind, p.display_name, bool(p.disabled), p.created_by)
-            for p in session.execute(select(PrincipalRow)).scalars()
-        },
-        "role_grants": {
-            (g.principal_id, g.role, g.project, g.granted_seq)
-            for g in session.execute(select(RoleGrantRow)).scalars()
-        },
-        "server_keys": {
-            (k.key_id, k.verifier, k.registered_seq, k.retired_seq)
-            for k in session.execute(select(ServerKeyRow)).scalars()
-        },
-        "artifacts": {
-            (a.project, a.kind, a.name, a.latest_version, a.created_by)
-            for a in session.execute(select(ArtifactRow)).scalars()
-        },
-        "artifact_versions": {
-            (
-                v.project,
-                v.kind,
-                v.name,
-                v.version,
-                v.digest,
-                v.uri,
-                v.metadata_json,
-                v.created_by,
-                v.ledger_seq,
+    memo: dict[tuple[str, Any], Any] = {}
+
+    def represent(name: str, row: dict[str, Any], depth: int) -> tuple[Any, ...]:
+        plan = plans[name]
+        out = []
+        for column in sorted(row):
+            if column in plan.skipped:
+                continue
+            value = row[column]
+            target = plan.references.get(column)
+            if target is not None and value is not None and depth < _MAX_REFERENCE_DEPTH:
+                value = referenced(target, value, depth + 1)
+            out.append((column, _normal(value)))
+        return tuple(out)
+
+    def referenced(name: str, key: Any, depth: int) -> Any:
+        if (name, key) not in memo:
+            row = by_id.get(name, {}).get(key)
+            memo[(name, key)] = (
+                (name, "missing row") if row is None else (name, represent(name, row, depth))
             )
-            for v in session.execute(select(ArtifactVersionRow)).scalars()
-        },
-        "lineage_edges": {
-            (versions.get(e.child_id), versions.get(e.parent_id), e.relation)
-            for e in session.execute(select(LineageEdgeRow)).scalars()
-        },
+        return memo[(name, key)]
+
+    return {
+        name: Counter(represent(name, row, 0) for row in raw.get(name, []))
+        for name, plan in plans.items()
+        if plan.compared and name in present
     }
+
+
+def _sample(rows: Iterable[tuple[Any, ...]]) -> list[str]:
+    return [text[:300] for text in sorted(str(dict(row)) for row in rows)[:3]]
 
 
 def _check_projections(
@@ -209,17 +308,21 @@ def _check_projections(
                         progress("replay", count)
                 target.commit()
             with scratch.read() as replayed:
-                expected = _snapshot(replayed)
+                plans, tables = _plans(replayed.connection())
+                expected = _snapshot(replayed, plans, tables)
         finally:
             scratch.dispose()
-    actual = _snapshot(session)
-    for table, rows in expected.items():
+    actual = _snapshot(session, plans, tables)
+    for table, rows in sorted(expected.items()):
+        if table not in actual:
+            report.fail(f"projection table {table} is missing: is the database migrated?")
+            continue
         missing, extra = rows - actual[table], actual[table] - rows
         if missing or extra:
-            sample = sorted(map(str, (missing or extra)))[:3]
             report.fail(
                 f"projection {table} differs from a replay of the ledger: "
-                f"{len(missing)} row(s) missing, {len(extra)} unexpected, e.g. {sample}"
+                f"{sum(missing.values())} row(s) missing, {sum(extra.values())} unexpected, "
+                f"e.g. {_sample(missing or extra)}"
             )
 
 

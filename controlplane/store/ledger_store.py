@@ -2,7 +2,8 @@
 
 Appending takes the chain head under a lock (PostgreSQL advisory lock, SQLite ``BEGIN
 IMMEDIATE``), computes the entry, stores its Merkle nodes and runs its projection, all in one
-transaction; committing signs one checkpoint over the new size. ``UNIQUE(prev_hash)`` and the
+transaction; committing signs one checkpoint over the new size, then tells the post-commit
+listeners (:attr:`LedgerStore.listeners`) what was appended. ``UNIQUE(prev_hash)`` and the
 primary key on ``seq`` are a second line of defence: a forked or gapped chain cannot commit.
 
 Reads fetch stored nodes and hand them to :mod:`controlplane.ledger.merkle`, which does all the
@@ -12,7 +13,8 @@ tree math, so a proof at any size costs one indexed query for O(log n) rows.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +32,11 @@ from controlplane.store.database import Database
 from controlplane.store.models import CheckpointRow, LedgerEntryRow, MerkleNodeRow
 
 ADVISORY_LOCK_KEY = 0x6C65646765720001  # "ledger" + 1: one chain per database
+
+log = logging.getLogger("controlplane.store")
+
+CommitListener = Callable[[list[Entry]], None]
+"""Called with the entries a transaction appended, after it committed (see ``listeners``)."""
 
 
 class StoreError(Exception):
@@ -200,6 +207,19 @@ class LedgerStore:
     def __init__(self, db: Database, signer: Signer) -> None:
         self.db = db
         self.signer = signer
+        self.listeners: list[CommitListener] = []
+        """Post-commit hooks for integrations (the MLflow mirror). Each is called with the
+        entries of every transaction that appended some, after its commit succeeded, in the
+        committing thread. They run outside the transaction, so they cannot change or block
+        what was recorded; an exception is logged and swallowed, since the entries are
+        already durable. Keep them quick (hand work to a thread)."""
+
+    def notify_committed(self, entries: Sequence[Entry]) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(list(entries))
+            except Exception:
+                log.exception("post-commit listener %r failed", listener)
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -362,12 +382,16 @@ class _TransactionContext:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         assert self._session is not None and self._tx is not None
+        committed = False
         try:
             if exc_type is None:
                 if self._tx.appended:
                     self._tx.sign_checkpoint()
                 self._session.commit()
+                committed = True
             else:
                 self._session.rollback()
         finally:
             self._session.close()
+        if committed and self._tx.appended:
+            self._store.notify_committed(self._tx.appended)

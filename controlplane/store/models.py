@@ -272,3 +272,116 @@ class SignoffRow(SQLModel, table=True):
     envelope: str = Field(sa_column=Column(Text, nullable=False))
     seq: int = Field(sa_column=Column(BigInteger, nullable=False))
     signed_at: str = Field(sa_column=Column(String(40), nullable=False))
+
+
+class DataContractRow(SQLModel, table=True):
+    """A registered data contract (projection of ``contract.registered`` / ``.revoked``).
+
+    ``envelope`` is the DSSE envelope as registered (canonical JSON), so the row can be
+    re-verified without the ledger; ``envelope_digest`` is ``sha256:`` of those bytes.
+    """
+
+    __tablename__ = "data_contracts"
+
+    id: str = Field(sa_column=Column(String(100), primary_key=True))
+    project: str = Field(sa_column=Column(String(100), nullable=False, index=True))
+    owner: str = Field(sa_column=Column(String(100), nullable=False))
+    key_id: str = Field(sa_column=Column(String(64), nullable=False))
+    purpose: str = Field(sa_column=Column(String(30), nullable=False))
+    envelope: str = Field(sa_column=Column(Text, nullable=False))
+    envelope_digest: str = Field(sa_column=Column(String(71), nullable=False, unique=True))
+    expires_at: datetime = Field(sa_column=_tz())
+    registered_seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+    registered_at: datetime = Field(sa_column=_tz())
+    revoked_seq: int | None = Field(default=None, sa_column=Column(BigInteger))
+    revoked_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    revoked_reason: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class DataContractSubjectRow(SQLModel, table=True):
+    """One subject (dataset or rubric version, by digest) covered by a data contract."""
+
+    __tablename__ = "data_contract_subjects"
+
+    contract_id: str = Field(
+        sa_column=Column(String(100), ForeignKey("data_contracts.id"), primary_key=True)
+    )
+    name: str = Field(sa_column=Column(String(400), primary_key=True))
+    kind: str = Field(sa_column=Column(String(30), nullable=False))
+    digest: str = Field(sa_column=Column(String(71), nullable=False, index=True))
+
+
+class JobRow(SQLModel, table=True):
+    """A training job (projection of ``job.*``); its id is the seq of its ``job.queued`` entry.
+
+    ``spec_json`` holds the resolved inputs (refs with their digests at queue time), the
+    hyperparameters and the output name, as queued. Lease renewals are not here: they live in
+    ``job_leases``, which is operational state, not a projection.
+    """
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_queue", "project", "state", "id"),)
+
+    id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    project: str = Field(sa_column=Column(String(100), nullable=False))
+    trainer: str = Field(sa_column=Column(String(30), nullable=False))
+    state: str = Field(sa_column=Column(String(20), nullable=False))
+    spec_json: str = Field(sa_column=Column(Text, nullable=False))
+    output_kind: str = Field(sa_column=Column(String(30), nullable=False))
+    output_name: str = Field(sa_column=Column(String(200), nullable=False))
+    queued_by: str = Field(sa_column=Column(String(100), nullable=False))
+    queued_at: datetime = Field(sa_column=_tz())
+    attempts: int = Field(sa_column=Column(Integer, nullable=False))
+    runner: str | None = Field(default=None, sa_column=Column(String(100)))
+    contract_id: str | None = Field(default=None, sa_column=Column(String(100)))
+    contract_digest: str | None = Field(default=None, sa_column=Column(String(71)))
+    claim_seq: int | None = Field(default=None, sa_column=Column(BigInteger))
+    claimed_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    closed_seq: int | None = Field(default=None, sa_column=Column(BigInteger))
+    closed_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    reason: str | None = Field(default=None, sa_column=Column(Text))
+    result_json: str | None = Field(default=None, sa_column=Column(Text))
+    updated_seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class JobLeaseRow(SQLModel, table=True):
+    """The live lease of a claimed job: operational state, NOT a ledger projection.
+
+    Written with the ``job.claimed`` entry and renewed by heartbeats without touching the
+    ledger (a heartbeat every few seconds per runner would flood it); deleted when the job is
+    released, finished, failed, cancelled or requeued after expiry, each of which is ledgered.
+    The integrity check does not compare it with a replay.
+    """
+
+    __tablename__ = "job_leases"
+
+    job_id: int = Field(
+        sa_column=Column(BigInteger, ForeignKey("jobs.id"), primary_key=True, autoincrement=False)
+    )
+    runner: str = Field(sa_column=Column(String(100), nullable=False))
+    claim_seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+    lease_seconds: int = Field(sa_column=Column(Integer, nullable=False))
+    expires_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
+    heartbeat_at: datetime = Field(sa_column=_tz())
+    progress_json: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class ContentBlobRow(SQLModel, table=True):
+    """Bytes of registered content, by project and digest: operational, NOT a projection.
+
+    Dataset and rubric content sent at registration, and files uploaded for models and job
+    outputs, so that a runner on another machine can fetch what it trains on and check it
+    against the ledgered digest. A directory is stored as its manifest (``kind`` manifest,
+    whose digest is the directory's digest) plus one blob per file. Rows can be erased (for
+    example a dataset with personal data) without touching the ledger.
+    """
+
+    __tablename__ = "content_blobs"
+
+    project: str = Field(sa_column=Column(String(100), primary_key=True))
+    digest: str = Field(sa_column=Column(String(71), primary_key=True))
+    kind: str = Field(sa_column=Column(String(10), nullable=False))
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_by: str = Field(sa_column=Column(String(100), nullable=False))
+    created_at: datetime = Field(sa_column=_tz())

@@ -226,15 +226,6 @@ def test_the_auditor_accepts_an_equivalent_genuine_envelope(
     assert auditor.checked == len(signoff_entries(bundle))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG governance/audit.py SignoffAuditor._check: the offline check compares request "
-    "id, signer, decision, project and artifact kind/name/version, but not the signed "
-    "target_stage nor the artifact digest against the request's promotion.requested entry, "
-    "nor the recorded comment against the signed one, so a genuine signature over another "
-    "stage, digest or comment is certified",
-)
 @pytest.mark.parametrize(
     ("change", "comment"),
     [
@@ -250,3 +241,32 @@ def test_the_auditor_checks_the_signed_stage_digest_and_comment(
     world, bundle = audited
     seq, report, _ = resigned_by_alice(world, bundle, change, comment)
     assert report.first_bad_seq == seq, "a statement for another move was certified"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "named"),
+    [
+        ("signed_at", "2031-01-01T00:00:00.000000Z", "signed_at"),
+        ("comment", "LGTM, ship it", "comment"),
+        ("request_id", 1, "which no earlier promotion.requested entry opened"),
+    ],
+    ids=["signed_at", "comment", "request_id"],
+)
+def test_the_auditor_holds_the_recorded_signoff_against_the_signed_statement(
+    audited: tuple[World, dict[str, Any]], field: str, value: Any, named: str
+) -> None:
+    """What the sign-off entry records (and the signoffs table projects) must be what was
+    signed: a recorded comment, time or request that differs is named, even with a genuine
+    envelope and without the hash chain."""
+    _, bundle = audited
+    target = signoff_entries(bundle)[-1]
+    auditor = SignoffAuditor()
+    report = VerificationReport()
+    for entry in bundle["entries"]:
+        if entry["seq"] == target["seq"]:
+            entry = copy.deepcopy(entry)
+            entry["payload"][field] = value
+        auditor(entry, report)
+    assert report.first_bad_seq == target["seq"], report.problems
+    assert named in report.problems[0]
+    assert auditor.checked == len(signoff_entries(bundle)) - 1

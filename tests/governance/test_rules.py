@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,10 +15,12 @@ import pytest
 import yaml
 
 from controlplane.config import REPO_ROOT
+from controlplane.errors import Conflict
 from controlplane.governance.rules import RulesError, RuleSet
-from controlplane.governance.service import Refused
+from controlplane.governance.service import RULES_ACTION, Refused
 from controlplane.ledger.canonical import canonical_json
 from controlplane.registry.digests import digest_bytes
+from controlplane.registry.projections import find_version
 from tests.governance.helpers import World
 
 SHIPPED = Path(REPO_ROOT / "policies" / "promotion.yaml")
@@ -196,6 +199,78 @@ FAILS_CLOSED: dict[str, tuple[Callable[[dict[str, Any]], Any], str]] = {
     "no-rules": (lambda r: r.update(rules=[]), "there are no promotion rules"),
     "rule-not-a-mapping": (lambda r: r["rules"].append("production"), "must be a mapping"),
     "stages-not-a-mapping": (lambda r: r.update(stages=["registered"]), "must be a mapping"),
+    # a typo or a wrong type anywhere must never mean "use the default" or "anything goes"
+    "unknown-retire-key": (
+        lambda r: r.update(retire={"roles": ["admin"], "quorum": 2}),
+        "unknown keys in retire: quorum",
+    ),
+    "unknown-evidence-key": (
+        lambda r: rule(r, "policy", "production")["evidence"][0].update(mdoe="online"),
+        "unknown keys in evidence of the rule to 'production': mdoe",
+    ),
+    "lineage-gate-null": (lambda r: r.update(lineage_gate=None), "lineage_gate must be a mapping"),
+    "lineage-gate-without-after": (
+        lambda r: r.update(lineage_gate={"required_stage": "approved"}),
+        "lineage_gate.after must name a stage",
+    ),
+    "lineage-gate-after-a-data-stage": (
+        lambda r: r["lineage_gate"].update(after="approved"),
+        "lineage_gate.after: 'approved' is not a stage of reward_model, policy",
+    ),
+    "lineage-gate-unknown-required-stage": (
+        lambda r: r["lineage_gate"].update(required_stage="aproved"),
+        "lineage_gate.required_stage: 'aproved' is not a stage of dataset, rubric",
+    ),
+    "rule-kinds-a-string": (
+        lambda r: rule(r, "policy", "production").update(kinds="policy"),
+        "kinds must be a list of names",
+    ),
+    "rule-from-a-string": (
+        lambda r: rule(r, "policy", "staging").update({"from": "candidate"}),
+        "from must be a list of names",
+    ),
+    "required-role-not-a-signer": (
+        lambda r: rule(r, "policy", "production").update(required_roles=["admin"]),
+        "required roles admin are not signers",
+    ),
+    "expiry-bool": (
+        lambda r: rule(r, "policy", "canary").update(expires_after_hours=True),
+        "expires_after_hours must be positive",
+    ),
+    "expiry-nan": (
+        lambda r: rule(r, "policy", "canary").update(expires_after_hours=float("nan")),
+        "expires_after_hours must be positive",
+    ),
+    "expiry-infinite": (
+        lambda r: rule(r, "policy", "canary").update(expires_after_hours=float("inf")),
+        "expires_after_hours must be positive",
+    ),
+    "threshold-infinite": (
+        lambda r: rule(r, "policy", "staging")["evidence"][0]["metrics"].update(
+            win_rate=">= 1e999"
+        ),
+        "is not like",
+    ),
+    "evidence-not-a-list": (
+        lambda r: rule(r, "policy", "staging").update(evidence={"mode": "offline"}),
+        "evidence must be a list",
+    ),
+    "rules-not-a-list": (
+        lambda r: r.update(rules={"to": "production"}),
+        "rules must be a list of rules",
+    ),
+    "kind-family-not-a-name": (
+        lambda r: r["kinds"].update(policy=["model"]),
+        "kinds: policy must name a stage family",
+    ),
+    "family-with-a-repeated-stage": (
+        lambda r: r["stages"].update(data=["registered", "approved", "approved"]),
+        "must list distinct stage names",
+    ),
+    "exclusive-fallback-not-a-stage-name": (
+        lambda r: r["exclusive"].update(production=["retired"]),
+        "names an unknown stage",
+    ),
 }
 
 
@@ -222,39 +297,21 @@ def test_load_reports_unreadable_files(tmp_path: Path) -> None:
         RuleSet.load(bad)
 
 
-# Fail-open parsing: each of these documents is accepted today and weakens a gate.
+# Documents that a lax parser would accept while weakening a gate: each one is refused.
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pytest.fail.Exception,
-    reason="BUG rules.py RuleSet.from_mapping: lineage_gate.after is not validated; an unknown "
-    "stage silently disables the lineage gate (_lineage_blockers returns [])",
-)
 def test_a_lineage_gate_naming_an_unknown_stage_fails_closed() -> None:
     raw = mutated(lambda r: r["lineage_gate"].update(after="candiate"))
     with pytest.raises(RulesError):
         RuleSet.from_mapping(raw)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pytest.fail.Exception,
-    reason="BUG rules.py RuleSet.from_mapping: unknown keys inside lineage_gate are ignored, so "
-    "a typo ('afer') leaves lineage_gate_after None and disables the gate",
-)
 def test_unknown_keys_in_the_lineage_gate_fail_closed() -> None:
     raw = mutated(lambda r: r.update(lineage_gate={"afer": "candidate"}))
     with pytest.raises(RulesError):
         RuleSet.from_mapping(raw)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pytest.fail.Exception,
-    reason="BUG rules.py _rule: requester_may_approve/creator_may_approve go through bool(), "
-    "so the string 'false' becomes True and allows self-approval",
-)
 @pytest.mark.parametrize("flag", ["requester_may_approve", "creator_may_approve"])
 def test_a_non_boolean_self_approval_flag_fails_closed(flag: str) -> None:
     raw = mutated(lambda r: rule(r, "policy", "production").update({flag: "false"}))
@@ -262,12 +319,6 @@ def test_a_non_boolean_self_approval_flag_fails_closed(flag: str) -> None:
         RuleSet.from_mapping(raw)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pytest.fail.Exception,
-    reason="BUG rules.py RuleSet.from_mapping: unknown keys in rollback/retire are ignored and "
-    "the default roles apply ('role: [admin]' silently means roles [approver])",
-)
 def test_unknown_keys_in_rollback_fail_closed() -> None:
     raw = mutated(lambda r: r.update(rollback={"role": ["admin"]}))
     with pytest.raises(RulesError):
@@ -352,23 +403,11 @@ def test_an_old_request_survives_rules_that_drop_its_rule(world: World) -> None:
     assert world.stage(policy) == "candidate"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason="BUG rules.py RuleSet.from_mapping: a lineage_gate that is not a mapping crashes "
-    "with AttributeError ('list' object has no attribute 'get') instead of a RulesError",
-)
 def test_a_lineage_gate_that_is_not_a_mapping_fails_with_a_rules_error() -> None:
     with pytest.raises(RulesError):
         RuleSet.from_mapping(mutated(lambda r: r.update(lineage_gate=["candidate"])))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pytest.fail.Exception,
-    reason="BUG rules.py RuleSet.from_mapping + service.py _lineage_blockers: rules whose "
-    "lineage_gate.after names no stage install fine and switch the lineage gate off",
-)
 def test_a_mistyped_lineage_gate_never_lets_unapproved_data_past_candidate(world: World) -> None:
     with contextlib.suppress(RulesError):  # refusing the rules outright is right too
         install(world, mutated(lambda r: r["lineage_gate"].update(after="candiate")))
@@ -378,3 +417,69 @@ def test_a_mistyped_lineage_gate_never_lets_unapproved_data_past_candidate(world
     world.evaluation(policy, "offline")
     with pytest.raises(Refused, match="lineage not approved"):
         world.open(policy, "staging")
+
+
+def test_without_a_lineage_gate_section_there_is_no_gate() -> None:
+    """Only leaving the whole section out switches the gate off (a typo inside it cannot)."""
+    rules = RuleSet.from_mapping(mutated(lambda r: r.pop("lineage_gate")))
+    assert rules.lineage_gate_after is None
+
+
+def test_a_lineage_gate_stage_the_kind_lacks_gates_every_move(world: World) -> None:
+    """Second line behind the parser: rules whose gate stage a kind does not have (which the
+    parser refuses) make ``_lineage_blockers`` gate every move of that kind, not none."""
+    dataset = world.register("dataset", "unreviewed")
+    policy = world.register("policy", "p", lineage=[("trained_on", dataset)])
+    with world.cp.db.read() as session:
+        _, shipped_rules = world.cp.governance.rules(session)
+        broken = dataclasses.replace(shipped_rules, lineage_gate_after="candiate")
+        row = find_version(session, world.project, "policy", "p", policy["version"])
+        assert row is not None
+        blockers = world.cp.governance._lineage_blockers(session, broken, row, "candidate")
+    assert blockers == [("dataset/unreviewed@1", "registered")]
+
+
+def test_recorded_rules_that_no_longer_parse_are_a_conflict_not_a_crash(world: World) -> None:
+    """Rules in the ledger written by a laxer parser are acted on by no one (fail closed)."""
+    lax = mutated(lambda r: rule(r, "policy", "candidate").update(requester_may_approve="no"))
+    with world.cp.store.transaction() as tx:  # what an older release could have recorded
+        tx.lock()
+        tx.append(
+            actor="system",
+            action=RULES_ACTION,
+            subject={"kind": "policy_set", "name": "promotion"},
+            payload={"digest": digest_bytes(canonical_json(lax)), "rules": lax},
+        )
+    with pytest.raises(Conflict, match="are not valid: rule to 'candidate'"):
+        world.open(world.register("policy", "p"), "candidate")
+
+
+def test_a_required_role_counts_only_if_held_when_signing(world: World) -> None:
+    """alice approves as an approver and is made a compliance reviewer afterwards: her
+    signature does not become a reviewer's. Losing a role after signing loses it too."""
+    install(
+        world,
+        mutated(
+            lambda r: rule(r, "policy", "candidate").update(
+                approvals=2, required_roles=["compliance_reviewer"]
+            )
+        ),
+    )
+    request = world.open(world.register("policy", "p"), "candidate")
+    world.sign(world.alice, request["id"])
+    world.cp.identity.grant_role("admin", "alice", "compliance_reviewer", world.project)
+    after_bob = world.sign(world.bob, request["id"])
+    assert after_bob["state"] == "open"
+    assert after_bob["quorum"]["approvals"] == 2
+    assert after_bob["quorum"]["missing_roles"] == ["compliance_reviewer"]
+
+    other = world.open(world.register("policy", "q"), "candidate")
+    world.sign(world.carol, other["id"])
+    world.cp.identity.revoke_role("admin", "carol", "compliance_reviewer", world.project)
+    assert world.sign(world.dave, other["id"])["state"] == "open"
+    assert world.request(other["id"])["quorum"]["missing_roles"] == ["compliance_reviewer"]
+
+    # a reviewer who was one when signing completes the first request
+    assert world.sign(world.person("rita", "compliance_reviewer"), request["id"])["state"] == (
+        "approved"
+    )

@@ -67,6 +67,9 @@ def make_settings(url: str, directory: Path, **overrides: Any) -> Settings:
         "database_url": url,
         "pseudonym_secret": "test-pseudonym-secret",
         "origin": "test.controlplane/ledger",
+        # the MLflow mirror creates an MLflow database (~6 s) per data dir: only the tests of
+        # tests/integrations/ turn it on
+        "mlflow_enabled": False,
         **overrides,
     }
     return Settings(**values)

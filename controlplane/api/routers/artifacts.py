@@ -86,6 +86,8 @@ def register_version(
             digest=body.digest,
             **extra,
         )
+        # keep the bytes, so a runner on another machine can fetch and check what it trains on
+        cp.content.put(caller.id, project, content, digest=version["digest"])
     else:
         if body.digest is None or body.uri is None:
             raise InvalidInput(f"a {kind} needs a digest and a uri")

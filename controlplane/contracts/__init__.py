@@ -1,0 +1,1 @@
+"""Signed data contracts: in-toto statements in DSSE envelopes, registered and revocable."""
