@@ -75,9 +75,9 @@ def print_job(job: dict[str, Any]) -> None:
     lease = job.get("lease")
     if lease:
         progress = lease["progress"]
-        done = (
-            f"{progress['fraction'] * 100:.0f}% {progress.get('message', '')}" if progress else ""
-        )
+        fraction = progress.get("fraction")
+        done = f"{fraction * 100:.0f}% " if isinstance(fraction, int | float) else ""
+        done += str(progress.get("message", ""))
         out.print(f"  lease until {lease['expires_at']}  {done}", markup=False)
     if job["reason"]:
         out.print(f"  reason      {job['reason']}", markup=False)

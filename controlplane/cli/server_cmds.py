@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, NoReturn
@@ -119,12 +120,20 @@ def serve(
     settings = _settings(
         data_dir, database_url, host=host, port=port, dashboard_port=dashboard_port
     )
+    run_server(settings, workers, dashboard)
+
+
+def run_server(
+    settings: Settings, workers: int = 1, dashboard: bool = True, notes: Sequence[str] = ()
+) -> None:
+    """Serve the API over ``settings`` (and the dashboard beside it) until stopped; shared by
+    ``serve`` and ``demo --serve``. ``notes`` are printed after the start banner."""
     child = _start_dashboard(settings) if dashboard else None
     # uvicorn re-raises SIGTERM after its graceful shutdown; turn it into SystemExit so the
     # ``finally`` below runs and the dashboard stops with the API.
     previous = signal.signal(signal.SIGTERM, _exit) if child is not None else None
     try:
-        _serve_api(settings, workers, child is not None)
+        _serve_api(settings, workers, child is not None, notes)
     finally:
         if child is not None:
             _stop(child)
@@ -135,7 +144,9 @@ def _exit(signum: int, _frame: FrameType | None) -> NoReturn:
     raise SystemExit(128 + signum)
 
 
-def _serve_api(settings: Settings, workers: int, with_dashboard: bool) -> None:
+def _serve_api(
+    settings: Settings, workers: int, with_dashboard: bool, notes: Sequence[str] = ()
+) -> None:
     import uvicorn
 
     from controlplane.api.app import create_app
@@ -156,6 +167,8 @@ def _serve_api(settings: Settings, workers: int, with_dashboard: bool) -> None:
     if token:
         err.print(f"  admin token  {token}", markup=False)
         err.print(f"  try: export CONTROLPLANE_URL={url} CONTROLPLANE_TOKEN={token}", markup=False)
+    for note in notes:
+        err.print(f"  {note}", markup=False)
     if workers > 1:
         # Worker processes build their own settings from the environment.
         os.environ["CONTROLPLANE_DATA_DIR"] = str(settings.data_dir.resolve())

@@ -163,8 +163,10 @@ class LineageEmitter:
                     from openlineage.client.transport.file import FileConfig, FileTransport
 
                     Path(self.directory).mkdir(parents=True, exist_ok=True)
+                    # debug_mode names each file by time, job name and event type, so two
+                    # events written in the same microsecond cannot overwrite each other
                     transport = FileTransport(
-                        FileConfig(log_file_path=str(Path(self.directory) / "openlineage"))
+                        FileConfig(log_file_path=str(Path(self.directory) / "ol"), debug_mode=True)
                     )
                 self._client = OpenLineageClient(transport=transport)
             return self._client

@@ -232,6 +232,8 @@ class JobService:
         if unknown:
             raise InvalidInput(f"unknown trainer {sorted(unknown)[0]!r}")
         lease = self._lease(lease_seconds)
+        if not self._anything_to_claim(project, wanted):
+            return None  # idle polls do not take the ledger lock
         outcome = _Outcome()
         with self.store.transaction() as tx:
             tx.lock()
@@ -261,6 +263,25 @@ class JobService:
                 self._try_claim(tx, caller, chosen, presented, lease, now, outcome)
         self._emit(outcome)
         return outcome.result()
+
+    def _anything_to_claim(self, project: str, trainers: set[str]) -> bool:
+        """A queued job of these trainers, or a lease that expired (its job may be one)."""
+        with self.store.db.read() as session:
+            queued = session.execute(
+                select(JobRow.id)
+                .where(
+                    JobRow.project == project,
+                    JobRow.state == "queued",
+                    JobRow.trainer.in_(sorted(trainers)),
+                )
+                .limit(1)
+            ).first()
+            if queued is not None:
+                return True
+            expired = session.execute(
+                select(JobLeaseRow.job_id).where(JobLeaseRow.expires_at <= clock.now()).limit(1)
+            ).first()
+            return expired is not None
 
     def _claims_of(
         self, session: Session, project: str, presented: dict[str, Any] | str | None

@@ -71,6 +71,7 @@ def served(scene: Scene, tmp_path: Path) -> Iterator[tuple[str, Path]]:
         "CONTROLPLANE_ORIGIN": str(settings.origin),
         "CONTROLPLANE_PORT": str(api_port),
         "CONTROLPLANE_DASHBOARD_PORT": str(dashboard_port),
+        "CONTROLPLANE_MLFLOW_ENABLED": "false",  # the mirror has tests of its own
     }
     env.pop("CONTROLPLANE_TOKEN", None)
     log = tmp_path / "serve.log"

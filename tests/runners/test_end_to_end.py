@@ -80,6 +80,7 @@ def test_runner_once_trains_reward_model_dpo_and_evaluation(
         shown = run_json(["job", "show", str(job["id"])], engineer)
         assert shown["state"] == "succeeded" and shown["result"]["mlflow_run_id"]
         ref = shown["result"]["output"]["ref"]
+        assert f"produced    {ref}" in ok(["job", "show", str(job["id"])], engineer).stdout
         return run_json(["show", ref, *project], engineer)  # type: ignore[no-any-return]
 
     small = ["--param", "max_steps=2", "--param", "batch_size=4"]
@@ -129,5 +130,6 @@ def test_runner_once_trains_reward_model_dpo_and_evaluation(
     )
     listed = run_json(["job", "list", *project, "--state", "succeeded"], engineer)
     assert len(listed) == 3
+    assert "3 job(s)" in ok(["job", "list", *project], engineer).stdout
     verdict = check_database(lab.cp.store)
-    assert verdict.ok, verdict.errors
+    assert verdict.ok, verdict.problems

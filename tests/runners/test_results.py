@@ -133,4 +133,4 @@ def test_a_job_runs_to_a_registered_output_with_full_lineage(lab: Lab) -> None:
 
     # the jobs table is a projection: a replay of the ledger rebuilds it exactly
     report_ = check_database(lab.cp.store)
-    assert report_.ok, report_.errors
+    assert report_.ok, report_.problems

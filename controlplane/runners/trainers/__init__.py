@@ -21,6 +21,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from controlplane.errors import ControlPlaneError
 from controlplane.runners.trainers._data import TrainingError, read_preferences, texts_of
 
 __all__ = [
@@ -38,14 +39,14 @@ __all__ = [
 
 TRAINERS = ("reward_model", "dpo", "evaluation")
 OUTPUT_KIND = {"reward_model": "reward_model", "dpo": "policy", "evaluation": "evaluation"}
-DEFAULT_PRETRAIN_STEPS = 80
+DEFAULT_PRETRAIN_STEPS = 30
 INSTALL_HINT = "install controlplane[train] (see the README) to run the built-in trainers"
 
 _COMMON: dict[str, Any] = {"seed": 0, "max_length": 128}
 DEFAULT_HYPERPARAMETERS: dict[str, dict[str, Any]] = {
     "reward_model": {
         **_COMMON,
-        "max_steps": 40,
+        "max_steps": 80,
         "batch_size": 16,
         "learning_rate": 3e-3,
         "center_rewards_coefficient": 0.0,
@@ -56,7 +57,7 @@ DEFAULT_HYPERPARAMETERS: dict[str, dict[str, Any]] = {
         "batch_size": 16,
         "learning_rate": 3e-3,
         "beta": 0.1,
-        "sft_weight": 1.0,
+        "sft_weight": 0.0,
     },
     "evaluation": {
         **_COMMON,
@@ -191,8 +192,56 @@ def build_base_model(
     tokenizer = backend.train_tokenizer(corpus)
     model = backend.new_causal_lm(tokenizer, seed)
     if pretrain_steps:
-        backend.pretrain(model, tokenizer, corpus, steps=pretrain_steps, seed=seed, progress=progress)
+        backend.pretrain(
+            model, tokenizer, corpus, steps=pretrain_steps, seed=seed, progress=progress
+        )
     return backend.save(model, tokenizer, Path(out_dir))
+
+
+class _ProgressGuard:
+    """Remembers an exception raised by the caller's progress callback, to re-raise it as is."""
+
+    def __init__(self, progress: Callable[[float, str], None]) -> None:
+        self.progress = progress
+        self.raised: BaseException | None = None
+
+    def __call__(self, fraction: float, message: str) -> None:
+        try:
+            self.progress(fraction, message)
+        except BaseException as exc:
+            self.raised = exc
+            raise
+
+
+def _train(
+    trainer: str,
+    inputs: TrainingInputs,
+    datasets_: list[Path],
+    hyper: dict[str, Any],
+    out_dir: Path,
+    progress: Callable[[float, str], None] | None,
+) -> tuple[Path, dict[str, float]]:
+    if trainer == "reward_model":
+        module = _import("_reward")
+        return module.train(datasets_, inputs.base_model, hyper, out_dir, progress)
+    if trainer == "dpo":
+        if inputs.base_model is None:
+            raise TrainingError("the dpo trainer needs a base_model to start the policy from")
+        module = _import("_dpo")
+        return module.train(datasets_, inputs.base_model, hyper, out_dir, progress)
+    reference = inputs.reference or inputs.base_model
+    for what, value in (
+        ("policy", inputs.policy),
+        ("reward_model", inputs.reward_model),
+        ("reference (or base_model)", reference),
+    ):
+        if value is None:
+            raise TrainingError(f"the evaluation trainer needs a {what}")
+    module = _import("_evaluation")
+    output, metrics, _ = module.evaluate(
+        datasets_, inputs.policy, reference, inputs.reward_model, hyper, out_dir, progress
+    )
+    return output, metrics
 
 
 def run_trainer(
@@ -211,37 +260,23 @@ def run_trainer(
 
     ``progress(fraction, message)`` is called as work advances (fraction in [0, 1]); an
     exception it raises stops the training and propagates, which lets a runner abandon a job
-    whose lease it lost.
+    whose lease it lost. Any other failure inside the training libraries becomes a
+    :class:`TrainingError` naming it, so a runner can report the job failed with a reason.
     """
     hyper = effective_hyperparameters(trainer, hyperparameters)
     out_dir = Path(out_dir)
     datasets_ = [Path(p) for p in inputs.datasets]
+    guard = _ProgressGuard(progress) if progress is not None else None
     started = time.perf_counter()
-    parameters: dict[str, Any]
-    if trainer == "reward_model":
-        module = _import("_reward")
-        output, metrics = module.train(datasets_, inputs.base_model, hyper, out_dir, progress)
-        parameters = dict(hyper)
-    elif trainer == "dpo":
-        if inputs.base_model is None:
-            raise TrainingError("the dpo trainer needs a base_model to start the policy from")
-        module = _import("_dpo")
-        output, metrics = module.train(datasets_, inputs.base_model, hyper, out_dir, progress)
-        parameters = dict(hyper)
-    else:
-        reference = inputs.reference or inputs.base_model
-        for what, value in (
-            ("policy", inputs.policy),
-            ("reward_model", inputs.reward_model),
-            ("reference (or base_model)", reference),
-        ):
-            if value is None:
-                raise TrainingError(f"the evaluation trainer needs a {what}")
-        module = _import("_evaluation")
-        output, metrics, _ = module.evaluate(
-            datasets_, inputs.policy, reference, inputs.reward_model, hyper, out_dir, progress
-        )
-        parameters = dict(hyper)
+    try:
+        output, metrics = _train(trainer, inputs, datasets_, hyper, out_dir, guard)
+    except ControlPlaneError:
+        raise
+    except Exception as exc:
+        if guard is not None and exc is guard.raised:
+            raise  # the caller's own signal (a lost lease, say): give it back untouched
+        raise TrainingError(f"{trainer} failed: {type(exc).__name__}: {exc}") from exc
+    parameters = dict(hyper)
     metrics = {name: float(value) for name, value in metrics.items()}
     metrics["duration_seconds"] = round(time.perf_counter() - started, 3)
     run_id = None

@@ -21,19 +21,19 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
-import contextlib  # noqa: E402
-import logging  # noqa: E402
-import warnings  # noqa: E402
-from collections.abc import Callable, Iterable, Iterator, Sequence  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+import contextlib
+import logging
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
 
-import datasets  # noqa: E402
-import huggingface_hub.constants  # noqa: E402
-import torch  # noqa: E402
-import transformers  # noqa: E402
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: E402
-from transformers import (  # noqa: E402
+import datasets
+import huggingface_hub.constants
+import torch
+import transformers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
     GPT2Config,
     GPT2ForSequenceClassification,
     GPT2LMHeadModel,
@@ -43,7 +43,7 @@ from transformers import (  # noqa: E402
     TrainerCallback,
 )
 
-from controlplane.runners.trainers._data import TrainingError, format_prompt  # noqa: E402
+from controlplane.runners.trainers._data import TrainingError, format_prompt
 
 # A library imported earlier in the process may have frozen its offline flag already.
 huggingface_hub.constants.HF_HUB_OFFLINE = True
@@ -233,7 +233,7 @@ def pretrain(
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-        loss_value = float(loss)
+        loss_value = float(loss.detach())
         report(progress, (step + 1) / steps, f"base model: step {step + 1}/{steps}")
     model.eval()
     return loss_value

@@ -41,9 +41,9 @@ SCORES = ("mean_logprob", "sum_logprob")
 
 def evaluate(
     datasets_: list[Path],
-    policy_dir: Path | None,
-    reference_dir: Path | None,
-    reward_dir: Path | None,
+    policy_dir: Path,
+    reference_dir: Path,
+    reward_dir: Path,
     hyper: dict[str, Any],
     out_dir: Path,
     progress: backend.Progress | None,
@@ -60,7 +60,6 @@ def evaluate(
     policy, policy_tok = backend.load_causal_lm(policy_dir, "policy")
     reference, reference_tok = backend.load_causal_lm(reference_dir, "reference")
     judge, judge_tok = backend.load_reward_model(reward_dir, "reward_model")
-    assert policy_dir is not None and reference_dir is not None and reward_dir is not None
 
     per_prompt: list[dict[str, Any]] = []
     for index, group in enumerate(groups):
@@ -74,12 +73,13 @@ def evaluate(
             reference_answer = backend.greedy_completion(
                 reference, reference_tok, group.prompt, hyper["max_new_tokens"]
             )
-        policy_reward, reference_reward = backend.reward_scores(
-            judge,
-            judge_tok,
-            [(group.prompt, policy_answer), (group.prompt, reference_answer)],
-            hyper["max_length"],
+        # Each distinct answer is scored once, so the same answer always gets the same reward.
+        answers = list(dict.fromkeys([policy_answer, reference_answer]))
+        scores = backend.reward_scores(
+            judge, judge_tok, [(group.prompt, a) for a in answers], hyper["max_length"]
         )
+        reward = dict(zip(answers, scores, strict=True))
+        policy_reward, reference_reward = reward[policy_answer], reward[reference_answer]
         per_prompt.append(
             {
                 "prompt": group.prompt,

@@ -56,6 +56,7 @@ def log_run(
             "MLflow is not installed (mlflow-skinny): cannot record the training run"
         ) from exc
     client = MlflowClient(tracking_uri=tracking_uri)
+    params = dict(parameters)
     try:
         found = client.get_experiment_by_name(experiment)
         if found is None:
@@ -71,18 +72,23 @@ def log_run(
             run_name=run_name,
         )
         run_id = run.info.run_id
-        now = _millis()
-        client.log_batch(
-            run_id,
-            metrics=[Metric(name, float(value), now, 0) for name, value in metrics.items()],
-            params=[Param(name, str(value)[:PARAM_LIMIT]) for name, value in parameters.items()],
-            tags=[RunTag("controlplane.output", artifact_path)],
-        )
-        if artifact.is_dir():
-            client.log_artifacts(run_id, str(artifact), artifact_path=artifact_path)
-        else:
-            client.log_artifact(run_id, str(artifact), artifact_path=artifact_path)
+        try:
+            now = _millis()
+            client.log_batch(
+                run_id,
+                metrics=[Metric(name, float(value), now, 0) for name, value in metrics.items()],
+                params=[Param(name, str(value)[:PARAM_LIMIT]) for name, value in params.items()],
+                tags=[RunTag("controlplane.output", artifact_path)],
+            )
+            if artifact.is_dir():
+                client.log_artifacts(run_id, str(artifact), artifact_path=artifact_path)
+            else:
+                client.log_artifact(run_id, str(artifact), artifact_path=artifact_path)
+        except (MlflowException, OSError):
+            # A half-recorded run must not look like a finished one.
+            client.set_terminated(run_id, status="FAILED", end_time=_millis())
+            raise
         client.set_terminated(run_id, status="FINISHED", end_time=_millis())
-    except MlflowException as exc:
+    except (MlflowException, OSError) as exc:
         raise TrainingError(f"could not record the run in MLflow at {tracking_uri}: {exc}") from exc
     return run_id
