@@ -12,6 +12,7 @@ from controlplane import __version__
 from controlplane.cli import (
     admin_cmds,
     contract_cmds,
+    demo_cmds,
     governance_cmds,
     job_cmds,
     ledger_cmds,
@@ -52,6 +53,7 @@ def main(
 
 app.command("init")(server_cmds.init)
 app.command("serve")(server_cmds.serve)
+app.command("demo")(demo_cmds.demo)
 app.command("register")(registry_cmds.register)
 app.command("show")(registry_cmds.show)
 app.command("list")(registry_cmds.list_)

@@ -39,7 +39,6 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -51,7 +50,7 @@ from controlplane.client.api import ApiClient, ApiError
 from controlplane.client.verify import StateFile, verify_server
 from controlplane.config import DEFAULT_PROJECT, Settings
 from controlplane.contracts import statement as st
-from controlplane.crypto.keys import key_id, public_key_b64, save_private_key
+from controlplane.crypto.keys import public_key_b64, save_private_key
 from controlplane.demo.workspace import DemoDir, write_private
 from controlplane.demo_data import demo_data
 from controlplane.errors import ControlPlaneError
@@ -395,8 +394,7 @@ class Scenario:
         }
         with self.step(
             dora.label,
-            f"write, sign and register data contracts for {runner.id}: "
-            + ", ".join(plan),
+            f"write, sign and register data contracts for {runner.id}: " + ", ".join(plan),
         ) as s:
             ids = []
             for purpose, refs in plan.items():
@@ -532,7 +530,7 @@ class Scenario:
 
     def forged_contract(self) -> None:
         """A runner no contract names edits one to add itself: the signature no longer holds."""
-        erin, rogue = self.people["erin"], self.people["rogue-runner"]
+        rogue = self.people["rogue-runner"]
         real = self.contracts["dpo"]
         statement = json.loads(base64.b64decode(real["payload"]))
         statement["predicate"]["consumers"]["principals"].append(rogue.id)
@@ -675,9 +673,7 @@ class Scenario:
             f"erin asks, {alice.id} and {bob.id} sign",
             f"{ref}: staging -> canary with {CANARY_SHARE:.0%} of traffic",
         ) as s:
-            self._promote(
-                ref, "canary", [alice, bob], "canary on a slice of traffic", CANARY_SHARE
-            )
+            self._promote(ref, "canary", [alice, bob], "canary on a slice of traffic", CANARY_SHARE)
             s.result = f"{ref} is the canary; MLflow alias canary -> {self._alias_line('canary')}"
         with self.step(
             f"gpu-runner-1 evaluates; alice and {carol.id} sign",
@@ -721,7 +717,9 @@ class Scenario:
         alice = self.people["alice"]
         reason = "rollback drill: restore the previous production policy"
         with self.step(alice.label, f"roll policy/{POLICY} back (reason: {reason!r})") as s:
-            data = alice.client.post(self._artifact("policy", POLICY) + "/rollback", {"reason": reason})
+            data = alice.client.post(
+                self._artifact("policy", POLICY) + "/rollback", {"reason": reason}
+            )
             alias = self._alias("production")
             s.result = (
                 f"production is version {data['to_version']} again, version "
@@ -738,8 +736,12 @@ class Scenario:
 
     def verify(self) -> None:
         carol = self.people["carol"]
-        with self.step(carol.label, "verify the whole ledger client-side (controlplane verify)") as s:
-            state = StateFile(self.workspace.home(carol.id) / "state" / "controlplane" / "verify-state.json")
+        with self.step(
+            carol.label, "verify the whole ledger client-side (controlplane verify)"
+        ) as s:
+            state = StateFile(
+                self.workspace.home(carol.id) / "state" / "controlplane" / "verify-state.json"
+            )
             report = verify_server(carol.client, state)
             self.facts["verify"] = {"source": self.url, **report.to_dict()}
             if not report.ok:
@@ -785,7 +787,9 @@ class Scenario:
             "model": name,
             "alias": alias,
             "mlflow_version": str(found.version),
-            "version": int(tags["controlplane.version"]) if "controlplane.version" in tags else None,
+            "version": int(tags["controlplane.version"])
+            if "controlplane.version" in tags
+            else None,
         }
 
     @staticmethod
@@ -833,6 +837,10 @@ class Scenario:
             "actions": dict(sorted(actions.items())),
             "steps": [step.to_dict() for step in self.steps],
         }
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value is not None and value.isdigit() else None
 
 
 def _describe_data(version: Mapping[str, Any]) -> str:

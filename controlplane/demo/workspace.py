@@ -139,7 +139,9 @@ class DemoDir:
     def finish(self, summary: dict[str, Any]) -> None:
         write_private(self.summary_file, json.dumps(summary, indent=2, default=str) + "\n")
         marker = json.loads(self.state_file.read_text())
-        self._mark("finished", started_at=marker.get("started_at"), finished_at=summary["finished_at"])
+        self._mark(
+            "finished", started_at=marker.get("started_at"), finished_at=summary["finished_at"]
+        )
 
     def _mark(self, state: str, **fields: Any) -> None:
         data = {"format": "controlplane-demo/v1", "state": state, **fields}
