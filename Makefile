@@ -1,5 +1,6 @@
-# The two commands: `make run` starts the control plane on the embedded default (SQLite under
-# .controlplane/), `make test` runs the whole test suite. Both create .venv when it is missing.
+# The two commands: `make run` runs the governance demo into .controlplane-demo/ on its first
+# start, then serves the API and the dashboard over it; `make test` runs the whole test suite.
+# Both create .venv when it is missing.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -17,7 +18,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/controlplane serve
+	$(BIN)/controlplane demo --serve
 
 test: $(STAMP)
 	$(BIN)/ruff check controlplane tests benchmarks migrations dashboard

@@ -11,6 +11,7 @@ import os
 import secrets
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -104,6 +105,32 @@ class Settings(BaseSettings):
         default=None,
         description="Where `controlplane runner start` keeps inputs and outputs of its jobs "
         "(default DATA_DIR/runner).",
+    )
+
+    # -- operations (controlplane/ops): metrics, logs, witness ---------------------------------
+    metrics_enabled: bool = Field(default=True, description="Serve /metrics (Prometheus).")
+    metrics_token: str | None = Field(
+        default=None,
+        description="Bearer token a scraper must send to /metrics (not an API token); unset: "
+        "/metrics answers loopback clients only.",
+    )
+    log_format: Literal["json", "text"] = Field(
+        default="json",
+        description="Server log lines: one JSON object each (json) or plain text for "
+        "development (text).",
+    )
+    log_level: str = Field(default="INFO", description="Server log level.")
+    witness_dir: Path | None = Field(
+        default=None,
+        description="Directory (one per ledger) where every new signed checkpoint is written "
+        "once, as <size>.checkpoint, for `controlplane verify --witness`; it should be storage "
+        "the server cannot rewrite. Unset: no witnessing.",
+    )
+    integrity_check_interval_seconds: int = Field(
+        default=0,
+        ge=0,
+        description="The API server checks the database's integrity (chain, checkpoints, "
+        "Merkle nodes) every N seconds and counts failures in /metrics; 0: off.",
     )
 
     # -- MLflow mirror (controlplane/integrations/mlflow) --------------------------------------

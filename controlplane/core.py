@@ -22,8 +22,9 @@ from controlplane.crypto.keys import key_id, load_or_create_private_key, public_
 from controlplane.errors import Conflict
 from controlplane.governance.rules import RuleSet
 from controlplane.governance.service import GovernanceService
-from controlplane.integrations.mlflow import MlflowMirror
+from controlplane.integrations.mlflow.mirror import MlflowMirror
 from controlplane.ledger.canonical import canonical_json
+from controlplane.ops.witness import CheckpointWitness
 from controlplane.registry.digests import digest_bytes
 from controlplane.registry.erasure import AnnotatorErasure
 from controlplane.registry.service import RegistryService
@@ -58,6 +59,10 @@ class ControlPlane:
         self.store = LedgerStore(
             self.db, Signer(self._checked_origin(origin, registered), self._key)
         )
+        self.witness: CheckpointWitness | None = None
+        if settings.witness_dir is not None:  # each new signed checkpoint, written once
+            self.witness = CheckpointWitness(settings.witness_dir, self.store)
+            self.store.listeners.append(self.witness.on_commit)
         if settings.mlflow_enabled:  # mirror reward models and policies after each commit
             self.store.listeners.append(self.mirror.on_commit)
 

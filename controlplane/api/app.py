@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from controlplane import __version__
-from controlplane.api import problems
+from controlplane.api import observability, problems
 from controlplane.api.limits import BodyLimit, RejectNul
 from controlplane.api.routers import artifacts, governance, health, ledger, principals
 from controlplane.api.routers import contracts as contract_routes
@@ -27,7 +27,9 @@ def create_app(settings: Settings | None = None, cp: ControlPlane | None = None)
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         # MLflow catch-up: everything now, then periodically (a worker thread; off at 0 s)
         background = plane.settings.mlflow_enabled and plane.mirror.start_background()
+        operations.start()
         yield
+        operations.stop()
         if background:
             plane.mirror.stop_background()
         if owns:
@@ -39,6 +41,7 @@ def create_app(settings: Settings | None = None, cp: ControlPlane | None = None)
         description="Governance and audit control plane for preference-optimization "
         "pipelines: a verifiable ledger, an artifact registry with lineage, and RBAC.",
         lifespan=lifespan,
+        responses=problems.RESPONSES,
     )
     app.state.cp = plane
     problems.install(app)
@@ -49,4 +52,6 @@ def create_app(settings: Settings | None = None, cp: ControlPlane | None = None)
     app.include_router(mlflow_routes.router)
     app.add_middleware(BodyLimit, max_bytes=plane.settings.max_body_bytes)
     app.add_middleware(RejectNul)
+    # last, so outermost: request ids, access log, metrics (and /metrics)
+    operations = observability.install(app, plane)
     return app

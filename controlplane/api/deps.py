@@ -31,12 +31,15 @@ ReadSession = Annotated[Session, Depends(get_session)]
 
 
 def get_principal(
+    request: Request,
     cp: CP,
     session: ReadSession,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     token = credentials.credentials if credentials is not None else None
-    return cp.identity.authenticate(session, token)
+    principal = cp.identity.authenticate(session, token)
+    request.state.principal_id = principal.id  # for the access log line
+    return principal
 
 
 Caller = Annotated[Principal, Depends(get_principal)]

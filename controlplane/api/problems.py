@@ -14,12 +14,36 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from controlplane.api.observability import request_id_of
 from controlplane.errors import ControlPlaneError
 from controlplane.ledger.errors import LedgerError
 
 log = logging.getLogger("controlplane.api")
 PROBLEM = "application/problem+json"
 TYPE_BASE = "https://controlplane.dev/problems/"
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "errors": {"type": "array", "items": {"type": "object"}},
+    },
+}
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {
+        "description": "The request was refused: an RFC 9457 problem (401 also carries "
+        "`WWW-Authenticate: Bearer`)",
+        "content": {PROBLEM: {"schema": PROBLEM_SCHEMA}},
+    }
+}
+"""Declared on every operation, so the OpenAPI document says what an error looks like (and
+FastAPI's default 422 schema, which is not what :func:`install` answers, is left out)."""
 
 
 def problem(
@@ -31,11 +55,16 @@ def problem(
         "status": status,
         "detail": detail,
     }
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
     if request is not None:
         body["instance"] = request.url.path
+        # the request middleware's id, quoted by users in reports (and in the server's logs)
+        rid = request_id_of(request.scope)
+        if rid is not None:
+            body["request_id"] = rid
+            headers["X-Request-ID"] = rid
     body.update({k: v for k, v in extra.items() if v is not None})
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers or None)
 
 
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
@@ -96,7 +125,12 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        log.exception(
+            "unhandled error on %s %s",
+            request.method,
+            request.url.path,
+            extra={"request_id": request_id_of(request.scope)},
+        )
         return problem(
             500, "Internal error", "the server failed; see its log", "internal-error", request
         )

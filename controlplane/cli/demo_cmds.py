@@ -6,13 +6,15 @@ The API is hosted in this process on a free loopback port while the scenario run
 each person with their own token and key. Narration goes to stdout (to stderr with
 ``--json``, which prints the summary on stdout); training progress bars go to stderr.
 
-Exit codes: 0 the demo ran (or a finished demo was found); 1 a step of the demo failed or
-the final verification did not pass; 2 the training libraries are missing; 5 the data
-directory holds something else, or an unfinished demo (``--force`` redoes a demo's).
+Exit codes: 0 the demo ran (or a finished demo was found and reused); 1 a step of the demo
+failed or the final verification did not pass; 2 the training libraries are missing; 5 the
+data directory holds something that is not a demo's (it is never reused nor deleted). An
+unfinished demo (interrupted, or failed) is started over; ``--force`` redoes a finished one.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
@@ -98,7 +100,8 @@ class _Narration:
         self._progress.update(
             self._task,
             completed=max(0.0, min(1.0, fraction)),
-            description=f"{label}: {message[:50]}",
+            # the trainers prefix their own name ("dpo: step 3/40"): show the label instead
+            description=f"{label}: {message.split(': ', 1)[-1][:50]}",
         )
 
     def progress_done(self) -> None:
@@ -110,9 +113,10 @@ class _Narration:
 
 def _next_steps(summary: dict[str, Any], settings: Settings, dashboard: bool) -> list[str]:
     env = Path(summary["env_dir"])
+    default = Path(summary["data_dir"]) == DemoDir.at(DEFAULT_DIR).root
+    command = "make run, or controlplane demo --serve" if default else "controlplane demo --serve"
     lines = [
-        f"controlplane demo --serve --data-dir {summary['data_dir']}   (or `make run`): "
-        f"the API on {settings.url}"
+        f"{command} --data-dir {summary['data_dir']}: the API on {settings.url}"
         + (f" and the dashboard on {_dashboard_url(settings)}" if dashboard else "")
         + "; sign in with a token from the tokens file",
         f"source {env / 'carol.env'}   # act as carol (compliance reviewer) with the CLI, then:",
@@ -129,18 +133,28 @@ def _dashboard_url(settings: Settings) -> str:
     return f"http://{host}:{settings.dashboard_port}"
 
 
-def _print_summary(summary: dict[str, Any], settings: Settings, dashboard: bool) -> None:
+def _print_summary(
+    summary: dict[str, Any], settings: Settings, dashboard: bool, reused: bool = False
+) -> None:
     verify = summary.get("verify") or {}
     rollback = summary.get("rollback") or {}
     forged = summary.get("forged_contract") or {}
     alias = (summary.get("mlflow") or {}).get("after_rollback") or {}
     production = ", ".join(summary["policy"]["production"]) or "nothing"
-    out.print()
     state = "verified" if verify.get("ok") else "NOT verified"
-    out.print(
-        f"[bold]Done[/bold] in {summary['duration_seconds']:.0f} s: "
-        f"{summary['ledger_size']} ledger entries, {state}."
-    )
+    if reused:
+        out.print(
+            f"[bold]The demo[/bold] ran at {summary['finished_at']} in "
+            f"{summary['duration_seconds']:.0f} s: {summary['ledger_size']} ledger entries, "
+            f"{state}."
+        )
+    else:
+        out.print()
+        out.print(
+            f"[bold]Done[/bold] in {summary['duration_seconds']:.0f} s: "
+            f"{summary['ledger_size']} ledger entries, {state}."
+        )
+    evidence = summary.get("refused_without_evidence") or {}
     rows = [
         ("production", f"{production} (rolled back from version {rollback.get('from_version')})"),
         (
@@ -150,7 +164,11 @@ def _print_summary(summary: dict[str, Any], settings: Settings, dashboard: bool)
             if alias
             else "alias not mirrored",
         ),
-        ("refused", f"{forged.get('runner')}'s tampered contract at seq {forged.get('seq')}"),
+        (
+            "refused",
+            f"{forged.get('runner')}'s tampered contract at seq {forged.get('seq')}; staging "
+            f"without evaluation evidence at seq {evidence.get('seq')}",
+        ),
         ("data dir", f"{summary['data_dir']} (SQLite; MLflow store in mlflow/)"),
         ("tokens", f"{summary['tokens_file']} (and one env file per person in env/)"),
     ]
@@ -214,19 +232,23 @@ def demo(
                 markup=False,
             )
             if not serve:
-                _print_summary(summary, settings, dashboard)
+                _print_summary(summary, settings, dashboard, reused=True)
         if serve:
             _serve(settings, summary, dashboard)
         return
     missing = missing_training_libraries()
     if missing:
         fail(f"{INSTALL_HINT} (missing: {', '.join(missing)})", EXIT_USAGE)
+    if workspace.state() is DirState.UNFINISHED:
+        err.print(
+            f"an earlier demo in {workspace.root} did not finish: starting over", markup=False
+        )
     workspace.prepare(force)
     summary = _run(workspace, settings, as_json, progress_bar)
     if as_json:
         print_json(summary)
     else:
-        _print_summary(summary, settings, dashboard and serve)
+        _print_summary(summary, settings, dashboard)
     if not summary["ok"]:
         raise typer.Exit(EXIT_VERIFY_FAILED)
     if serve:
@@ -237,7 +259,8 @@ def _run(workspace: DemoDir, settings: Settings, as_json: bool, bars: bool) -> d
     from controlplane.api.serving import serve_in_thread
     from controlplane.core import ControlPlane
 
-    narration = _Narration(err if as_json else out, bars)
+    _quiet_mlflow()
+    narration = _Narration(err if as_json else out, bars and err.is_terminal)
     narration.console.print(
         f"[bold]controlplane demo[/bold]: the governance loop, for real, in {workspace.root}",
         soft_wrap=True,
@@ -273,6 +296,18 @@ def _run(workspace: DemoDir, settings: Settings, as_json: bool, bars: bool) -> d
     summary["dashboard_url"] = _dashboard_url(settings)
     workspace.finish(summary)
     return summary
+
+
+def _quiet_mlflow() -> None:
+    """MLflow logs its schema creation at INFO on its own handler; the narration says enough.
+
+    Its level is set when ``mlflow`` is first imported, so import it first, then lower it.
+    """
+    try:
+        import mlflow  # noqa: F401
+    except ImportError:  # the mirror then reports MLflow as unreachable
+        return
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
 def _serve(settings: Settings, summary: dict[str, Any], dashboard: bool) -> None:

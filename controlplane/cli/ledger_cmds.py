@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn
@@ -20,6 +21,7 @@ from controlplane.cli.common import (
     print_json,
 )
 from controlplane.client.verify import (
+    ExtraCheck,
     StateFile,
     check_inclusion,
     load_bundle,
@@ -219,24 +221,44 @@ def verify(
             "directory): also Merkle nodes, index columns and a replay of the projections.",
         ),
     ] = False,
+    witness: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also compare with the checkpoints witnessed in this directory "
+            "(CONTROLPLANE_WITNESS_DIR of the server): a history that disagrees with one fails.",
+            show_default=False,
+        ),
+    ] = None,
     url: UrlOpt = None,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Verify the whole ledger client-side: every hash, the Merkle root, the signatures, and
     consistency with the checkpoint verified last time. Exit 1 if anything is wrong."""
+    checks: list[ExtraCheck] = []
+    summaries: list[Callable[[], dict[str, Any]]] = []
+    if witness is not None:
+        if database:
+            raise typer.BadParameter(
+                "--witness works with a server or --bundle", param_hint="--witness"
+            )
+        from controlplane.ops.witness import WitnessCheck
+
+        witnessed = WitnessCheck(witness)
+        checks.append(witnessed)
+        summaries.append(witnessed.summary)
     if database:
         report, source = _verify_database()
     elif bundle is not None:
-        report = verify_bundle(load_bundle(bundle), key)
+        report = verify_bundle(load_bundle(bundle), key, checks)
         source = str(bundle)
     else:
         state_file = StateFile(state or Settings().verify_state_file)
         with client(url, token) as api, _progress() as bar:
             task = bar.add_task("verifying entries", total=None)
-            report = verify_server(api, state_file, lambda n: bar.update(task, completed=n))
+            report = verify_server(api, state_file, lambda n: bar.update(task, completed=n), checks)
             source = api.url
-    _report(report, source, as_json)
+    _report(report, source, as_json, [summary() for summary in summaries])
 
 
 def _verify_database() -> tuple[VerificationReport, str]:
@@ -256,9 +278,15 @@ def _verify_database() -> tuple[VerificationReport, str]:
         cp.close()
 
 
-def _report(report: VerificationReport, source: str, as_json: bool) -> None:
+def _report(
+    report: VerificationReport,
+    source: str,
+    as_json: bool,
+    witnesses: list[dict[str, Any]] | None = None,
+) -> None:
     if as_json:
-        print_json({"source": source, **report.to_dict()})
+        extra = {"witness": witnesses[0]} if witnesses else {}
+        print_json({"source": source, **report.to_dict(), **extra})
     elif report.ok:
         out.print(
             f"OK: {report.size} entries verified from {source}; root {report.root_hash}; "
@@ -266,6 +294,11 @@ def _report(report: VerificationReport, source: str, as_json: bool) -> None:
             f"{report.signoffs_verified} sign-off signature(s) and "
             f"{report.contracts_verified} data contract(s) checked"
         )
+        for seen in witnesses or []:
+            out.print(
+                f"witness {seen['directory']}: {seen['compared']} of "
+                f"{seen['witnessed_checkpoints']} witnessed checkpoint(s) match the served history"
+            )
     else:
         where = f" first bad seq {report.first_bad_seq}" if report.first_bad_seq is not None else ""
         err.print(f"FAILED:{where} ({source})", markup=False)

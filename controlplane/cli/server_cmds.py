@@ -17,7 +17,6 @@ import typer
 
 from controlplane.cli.common import JsonOpt, err, handle_errors, out, print_json
 from controlplane.config import REPO_ROOT, Settings
-from controlplane.core import ControlPlane
 
 DataDirOpt = Annotated[
     Path | None,
@@ -58,6 +57,8 @@ def init(
     in DATA_DIR/admin.token (mode 0600) for local use.
     """
     settings = _settings(data_dir, database_url)
+    from controlplane.core import ControlPlane  # heavy (SQLAlchemy, Alembic): server side only
+
     cp = ControlPlane(settings)
     try:
         result = cp.init()
@@ -150,6 +151,7 @@ def _serve_api(
     import uvicorn
 
     from controlplane.api.app import create_app
+    from controlplane.core import ControlPlane
 
     cp = ControlPlane(settings)
     result = cp.init()

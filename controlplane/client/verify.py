@@ -9,7 +9,7 @@ history fails. A bundle verifies the same way with no server and no database.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -35,6 +35,40 @@ class Pinned:
     root_hash: str
     note: str
     verifiers: list[str]
+
+
+class ProofSource(Protocol):
+    """Where an extra check gets a consistency proof (the server's API)."""
+
+    def consistency(self, first: int, second: int) -> dict[str, Any]: ...
+
+
+class ExtraCheck(Protocol):
+    """A check that runs alongside verification (for example against a witness directory,
+    :class:`controlplane.ops.witness.WitnessCheck`): it sees every entry as it is verified,
+    then finishes with the trusted keys before anything is pinned, so a failure of it keeps
+    the pin where it was."""
+
+    def observe(self, entry: Mapping[str, Any], report: VerificationReport) -> None: ...
+
+    def finish(
+        self,
+        report: VerificationReport,
+        origin: str,
+        verifiers: Sequence[NoteVerifier],
+        proofs: ProofSource | None = None,
+    ) -> None: ...
+
+
+class _ServerProofs:
+    def __init__(self, client: ApiClient) -> None:
+        self.client = client
+
+    def consistency(self, first: int, second: int) -> dict[str, Any]:
+        proof: dict[str, Any] = self.client.get(
+            "/v1/ledger/proofs/consistency", first=first, second=second
+        )
+        return proof
 
 
 class PinStore(Protocol):
@@ -107,9 +141,13 @@ def _counted(entries: Iterable[dict[str, Any]], progress: Progress | None) -> It
 
 
 def verify_server(
-    client: ApiClient, state: PinStore | None, progress: Progress | None = None
+    client: ApiClient,
+    state: PinStore | None,
+    progress: Progress | None = None,
+    checks: Sequence[ExtraCheck] = (),
 ) -> VerificationReport:
-    """Verify everything the server serves; update ``state`` only when it all verifies."""
+    """Verify everything the server serves; update ``state`` only when it all verifies
+    (``checks`` included)."""
     keys = client.get("/v1/ledger/keys")
     origin = keys["origin"]
     latest = client.get("/v1/ledger/checkpoint")
@@ -139,7 +177,7 @@ def verify_server(
         verifiers,
         origin,
         pinned_roots,
-        observers=[auditor, contracts],
+        observers=[auditor, contracts, *(check.observe for check in checks)],
     )
     report.signoffs_verified = auditor.checked
     report.contracts_verified = contracts.checked
@@ -150,6 +188,8 @@ def verify_server(
         _check_consistency(client, pinned, latest, report)
     if report.ok and report.size != size:
         report.fail(f"the checkpoint covers {size} entries but {report.size} were served")
+    for check in checks:
+        check.finish(report, origin, verifiers, _ServerProofs(client))
     if report.ok and state is not None:
         state.put(
             origin,
@@ -255,7 +295,9 @@ def load_bundle_data(text: str | bytes, source: str = "the bundle") -> dict[str,
 
 
 def verify_bundle(
-    bundle: dict[str, Any], trusted_keys: list[str] | None = None
+    bundle: dict[str, Any],
+    trusted_keys: list[str] | None = None,
+    checks: Sequence[ExtraCheck] = (),
 ) -> VerificationReport:
     """Verify an audit bundle offline. ``trusted_keys`` (note verifier keys) override the
     bundle's own keys, which otherwise are trusted as shipped."""
@@ -267,7 +309,7 @@ def verify_bundle(
         bundle["checkpoints"],
         verifiers,
         bundle["origin"],
-        observers=[auditor, contracts],
+        observers=[auditor, contracts, *(check.observe for check in checks)],
     )
     report.signoffs_verified = auditor.checked
     report.contracts_verified = contracts.checked
@@ -284,4 +326,6 @@ def verify_bundle(
                 )
         except LedgerError as exc:
             report.fail(f"latest checkpoint rejected: {exc}")
+    for check in checks:
+        check.finish(report, bundle["origin"], verifiers)
     return report

@@ -54,8 +54,8 @@ from controlplane.crypto.keys import public_key_b64, save_private_key
 from controlplane.demo.workspace import DemoDir, write_private
 from controlplane.demo_data import demo_data
 from controlplane.errors import ControlPlaneError
-from controlplane.integrations.mlflow.state import ArtifactKey, model_name
 from controlplane.ledger.canonical import canonical_json
+from controlplane.registry.digests import digest_path
 from controlplane.runners.runner import Outcome, Runner, RunnerConfig
 from controlplane.runners.sdk import ContractRefused, RunnerClient
 
@@ -103,6 +103,8 @@ class Step:
     first_seq: int | None = None
     last_seq: int | None = None
     actions: list[str] = field(default_factory=list)
+    start: int = 0
+    """The ledger size when the step began (its first entry, if it adds any)."""
 
     @property
     def seqs(self) -> str:
@@ -113,7 +115,9 @@ class Step:
         return f"seq {self.first_seq}-{self.last_seq}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "seqs": self.seqs}
+        data = asdict(self)
+        data.pop("start")
+        return {**data, "seqs": self.seqs}
 
 
 class Narrator(Protocol):
@@ -242,7 +246,7 @@ class Scenario:
         record = Step(len(self.steps) + 1, actor, text)
         self.steps.append(record)
         self.narrator.begin(record)
-        before = self._size()
+        before = record.start = self._size()
         yield record
         after = self._size()
         if after > before:
@@ -252,11 +256,12 @@ class Scenario:
         self.narrator.end(record)
 
     def _entries(self, step: Step, action: str) -> list[dict[str, Any]]:
-        if step.first_seq is None or step.last_seq is None:
+        """The ``action`` entries appended since ``step`` began."""
+        size = self._size()
+        if size <= step.start:
             return []
-        count = step.last_seq - step.first_seq + 1
-        data = self.admin.get("/v1/ledger/entries", start=step.first_seq, limit=count)["data"]
-        return [e for e in data if e["action"] == action]
+        data = self.admin.get("/v1/ledger/entries", start=step.start, limit=size - step.start)
+        return [e for e in data["data"] if e["action"] == action]
 
     def _artifact(self, kind: str, name: str) -> str:
         return "/v1/projects/{}/artifacts/{}/{}".format(
@@ -281,23 +286,33 @@ class Scenario:
         self.build_base_model()
         self.train_reward_model()
         self.forged_contract()
-        first = self.train_policy(1, {}, "DPO from the base model")
+        first = self.train_policy(1, {}, "from the base model")
         self.promote_first(first)
-        second = self.train_policy(2, {"beta": 0.2, "seed": 1}, "a second DPO run (beta 0.2)")
+        second = self.train_policy(2, {"beta": 0.2, "seed": 1}, "a second run with beta 0.2")
         self.promote_second(second)
         self.roll_back()
         self.verify()
         return self.summary()
 
     def opened(self) -> None:
-        with self.step("admin", "initialise the data directory and start the API") as s:
-            keys = self.admin.get("/v1/ledger/keys")
-            self.facts["origin"] = keys["origin"]
+        """The entries ``init`` wrote before the API started: step 1 of the record."""
         size = self._size()
-        s.first_seq, s.last_seq = 0, size - 1
+        origin = self.admin.get("/v1/ledger/keys")["origin"]
+        self.facts["origin"] = origin
         entries = self.admin.get("/v1/ledger/entries", start=0, limit=size)["data"]
-        s.actions = [e["action"] for e in entries]
-        s.result = f"ledger {keys['origin']}: signing key, authorization policy, promotion rules"
+        record = Step(
+            1,
+            "admin",
+            "initialise the data directory and start the API",
+            result=f"ledger {origin}: checkpoint signing key, authorization policy, promotion "
+            "rules, the bootstrap admin",
+            first_seq=0,
+            last_seq=size - 1,
+            actions=[e["action"] for e in entries],
+        )
+        self.steps.append(record)
+        self.narrator.begin(record)
+        self.narrator.end(record)
 
     def create_people(self) -> None:
         people = self.people.values()
@@ -337,7 +352,8 @@ class Scenario:
     def generate_keys(self) -> None:
         signers = [p for p in self.people.values() if p.signs]
         names = ", ".join(p.id for p in signers)
-        with self.step(names, "each generate an Ed25519 sign-off key and register its public half"):
+        text = "each generate an Ed25519 sign-off key and register its public half"
+        with self.step(names, text) as s:
             for person in signers:
                 private = Ed25519PrivateKey.generate()
                 data = person.client.post(
@@ -348,7 +364,7 @@ class Scenario:
                     private, self.workspace.person_keys(person.id) / f"{data['key_id']}.pem"
                 )
                 person.key, person.key_id = private, str(data["key_id"])
-            self.steps[-1].result = "private keys stay in " + str(self.workspace.keys_dir)
+            s.result = f"private keys stay on their machines: {self.workspace.keys_dir}/<person>"
 
     def register_data(self) -> None:
         erin = self.people["erin"]
@@ -449,8 +465,6 @@ class Scenario:
                 progress=lambda f, m: self.narrator.progress("base model", f, m),
             )
             self.narrator.progress_done()
-            from controlplane.registry.digests import digest_path
-
             version = erin.client.post(
                 self._artifact("policy", BASE) + "/versions",
                 {
@@ -461,10 +475,11 @@ class Scenario:
                 },
             )
             self.refs[BASE] = version["ref"]
+            # its bytes on the control plane too, for runners on other machines (`job upload`)
+            RunnerClient(erin.client).upload(PROJECT, target)
             mlflow = self._mlflow_synced()
-            s.result = f"{version['ref']} trained_on {self.refs[TRAIN]}; mirrored to MLflow" + (
-                "" if mlflow else " (MLflow not reachable: mirror pending)"
-            )
+            mirrored = "mirrored to MLflow" if mlflow else "MLflow not reachable: mirror pending"
+            s.result = f"{version['ref']} trained_on {self.refs[TRAIN]}, uploaded; {mirrored}"
 
     # -- training ------------------------------------------------------------------------------
 
@@ -539,9 +554,9 @@ class Scenario:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(forged, indent=2) + "\n")
         with self.step(
-            f"erin queues, {rogue.id} tries",
-            "a DPO job; a runner no contract names presents the DPO contract, edited to "
-            "add itself as a consumer",
+            f"erin queues, {rogue.id} claims",
+            f"a DPO job; {rogue.id}, named by no contract, presents the DPO contract edited "
+            "to list itself as a consumer",
         ) as s:
             job = self._queue("dpo", POLICY, self._dpo_inputs({}))
             try:
@@ -550,24 +565,30 @@ class Scenario:
                 refusal = str(exc)
             else:
                 raise DemoFailed("the tampered contract was not refused")
-        rejected = self._entries(s, "contract.rejected")
-        if not rejected:
-            raise DemoFailed("the refusal of the tampered contract was not ledgered")
-        entry = rejected[-1]
-        self.facts["forged_contract"] = {
-            "refused": True,
-            "seq": entry["seq"],
-            "runner": rogue.id,
-            "job_id": job["id"],
-            "reason": refusal,
-            "code": entry["payload"].get("code") or entry["payload"].get("reason_code"),
-            "envelope_file": str(path),
-        }
-        s.result = f"refused, contract.rejected at seq {entry['seq']}: {refusal}"
+            rejected = self._entries(s, "contract.rejected")
+            if not rejected:
+                raise DemoFailed("the refusal of the tampered contract was not ledgered")
+            entry = rejected[-1]
+            self.facts["forged_contract"] = {
+                "refused": True,
+                "seq": entry["seq"],
+                "runner": rogue.id,
+                "job_id": job["id"],
+                "reason": refusal,
+                "code": entry["payload"].get("code"),
+                "envelope_file": str(path),
+            }
+            s.result = (
+                f"refused with 403, recorded as contract.rejected at seq {entry['seq']} "
+                f"({entry['payload'].get('code')}): {entry['payload'].get('reason')}; "
+                f"job {job['id']} stays queued"
+            )
 
     def train_policy(self, number: int, hyper: dict[str, Any], what: str) -> dict[str, Any]:
         runner = self.people["gpu-runner-1"]
-        with self.step(f"{runner.id} trains", f"policy {number}: {what} (TRL DPOTrainer)") as s:
+        with self.step(
+            f"{runner.id} trains", f"policy {number}, {what}, with TRL's DPOTrainer"
+        ) as s:
             if number == 1:  # queued in the previous step, still waiting for a valid contract
                 job_id = int(self.facts["forged_contract"]["job_id"])
             else:
@@ -659,7 +680,11 @@ class Scenario:
                 self._promote(ref, "staging", [alice], "ready for staging")
             except ApiError as exc:
                 s.result = f"refused by the rules ({exc.status}): {exc.detail}"
-                self.facts["refused_without_evidence"] = exc.detail
+                recorded = self._entries(s, "promotion.refused")
+                self.facts["refused_without_evidence"] = {
+                    "detail": exc.detail,
+                    "seq": recorded[-1]["seq"] if recorded else None,
+                }
             else:
                 raise DemoFailed("staging without evaluation evidence was allowed")
         with self.step(
@@ -686,8 +711,8 @@ class Scenario:
             self.facts["first_production_request"] = request["id"]
             s.result = (
                 f"{self._evaluation_line(evaluation)}; {ref} is in production "
-                f"(request {request['id']}: 2 of 2, incl. a compliance_reviewer; neither erin, "
-                f"who asked, nor {policy['created_by']}, who created it, may sign); "
+                f"(request {request['id']}: 2 of 2 incl. a compliance_reviewer; the requester "
+                f"erin and the creator {policy['created_by']} may not sign); "
                 f"MLflow alias production -> {self._alias_line('production')}"
             )
         self.facts["production_after_first"] = self._alias("production")
@@ -726,13 +751,13 @@ class Scenario:
                 f"{data['from_version']} retired; MLflow production -> "
                 f"{self._alias_text(alias)}"
             )
-        entries = self._entries(s, "promotion.rolled_back")
-        self.facts["rollback"] = {
-            **data,
-            "by": alice.id,
-            "seq": entries[-1]["seq"] if entries else None,
-            "mlflow_production": alias,
-        }
+            entries = self._entries(s, "promotion.rolled_back")
+            self.facts["rollback"] = {
+                **data,
+                "by": alice.id,
+                "seq": entries[-1]["seq"] if entries else None,
+                "mlflow_production": alias,
+            }
 
     def verify(self) -> None:
         carol = self.people["carol"]
@@ -776,6 +801,7 @@ class Scenario:
         if not self._mlflow_synced():
             return None
         from controlplane.integrations.mlflow.client import make_client
+        from controlplane.integrations.mlflow.state import ArtifactKey, model_name
 
         name = model_name(ArtifactKey(PROJECT, "policy", POLICY))
         try:

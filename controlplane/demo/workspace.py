@@ -38,7 +38,7 @@ class DirState(Enum):
     FINISHED = "finished"
     """A demo that ran to the end: it can be served, or re-run with ``--force``."""
     UNFINISHED = "unfinished"
-    """A demo that was interrupted or failed: re-run it with ``--force``."""
+    """A demo that was interrupted or failed: the next run starts it over."""
     FOREIGN = "foreign"
     """Something else (perhaps a real instance's data): never reused, never wiped."""
 
@@ -109,9 +109,10 @@ class DemoDir:
         return data
 
     def prepare(self, force: bool) -> None:
-        """Make the directory ready for a fresh run: refuse, or (``force``) empty a demo's.
+        """Make the directory ready for a fresh run: empty an unfinished demo's (a finished
+        one's only with ``force``); refuse anything else.
 
-        Only a directory that is empty or marked as a demo's is ever emptied.
+        Only a directory marked as a demo's is ever emptied.
         """
         state = self.state()
         if state is DirState.FOREIGN:
@@ -121,11 +122,8 @@ class DemoDir:
             )
         if state is DirState.FINISHED and not force:
             raise Conflict(f"{self.root} already holds a finished demo (use --force to redo it)")
-        if state is DirState.UNFINISHED and not force:
-            raise Conflict(
-                f"{self.root} holds a demo that did not finish: run again with --force to "
-                "start it over"
-            )
+        # An unfinished demo (interrupted, or a step failed) is ours and of no further use:
+        # it is started over without asking, so `make run` recovers by itself.
         if state is not DirState.EMPTY:
             for child in self.root.iterdir():
                 if child.is_dir() and not child.is_symlink():
@@ -154,36 +152,38 @@ class DemoDir:
     ) -> Settings:
         """Settings that keep every byte of the demo inside this directory.
 
-        Each location is given explicitly (an explicit value wins over the environment), so a
-        production instance configured in the same shell is never written to.
+        Every field starts from its default, not from the environment (an explicit value wins
+        over the environment), so a production instance configured in the same shell, with
+        its database URL, MLflow or OpenLineage endpoints or witness directory, is never
+        read or written; then the demo's own locations are set.
         """
-        defaults = Settings.model_fields
-        return Settings(
+        values: dict[str, Any] = {}
+        for name, info in Settings.model_fields.items():
+            if info.is_required():  # no default to fall back on: the environment decides
+                continue
+            values[_input_key(name, info.validation_alias)] = info.get_default(
+                call_default_factory=True
+            )
+        values.update(
             data_dir=self.root,
-            database_url=None,
-            origin=None,
-            signing_key_file=None,
-            pseudonym_secret_file=None,
-            pseudonym_secret=None,
-            policies_dir=defaults["policies_dir"].default,
-            migrations_dir=defaults["migrations_dir"].default,
             host=host,
             port=port,
             dashboard_port=dashboard_port,
             url=f"http://{host}:{port}",
-            token=None,
             verify_state_file=self.demo / "verify-state.json",
             keys_dir=self.keys_dir,
-            openlineage_url=None,
-            openlineage_dir=None,
-            openlineage_enabled=True,
-            runner_work_dir=None,
-            mlflow_enabled=True,
-            mlflow_tracking_uri=None,
-            mlflow_registry_uri=None,
-            mlflow_artifacts_dir=None,
-            mlflow_webhook_secret=None,
         )
+        return Settings(**values)
+
+
+def _input_key(name: str, alias: Any) -> str:
+    """The keyword that sets field ``name`` (its alias when it has one, else its name)."""
+    if alias is None:
+        return name
+    if isinstance(alias, str):
+        return alias
+    choices = [c for c in getattr(alias, "choices", []) if isinstance(c, str)]
+    return name if name in choices or not choices else choices[0]
 
 
 def write_private(path: Path, text: str) -> None:

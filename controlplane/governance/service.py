@@ -920,6 +920,9 @@ class GovernanceService:
             .order_by(LedgerEntryRow.seq)
         ).scalars()
         stage_of: dict[int, tuple[str, int, dict[str, Any]]] = {}
+        # (version, stage) -> the request that last moved the version into that stage, so a
+        # version restored by a rollback still shows the sign-offs that first put it there.
+        promoted_by: dict[tuple[int, str], int] = {}
         signoffs: dict[int, list[dict[str, Any]]] = {}
         requests: dict[int, dict[str, Any]] = {}
         versions: set[int] = set()
@@ -933,6 +936,8 @@ class GovernanceService:
                     row.seq,
                     {**payload, "timestamp": row.timestamp, "actor": row.actor},
                 )
+                if payload.get("request_id") is not None:
+                    promoted_by[(subject["version"], payload["to"])] = payload["request_id"]
             elif row.action == "promotion.requested":
                 requests[row.seq] = {"rules_seq": payload["rules_seq"], "requester": row.actor}
             elif row.action == "promotion.signed_off":
@@ -951,6 +956,9 @@ class GovernanceService:
         for version in sorted(versions):
             stage, seq, change = stage_of.get(version, ("registered", None, {}))
             request_id = change.get("request_id")
+            restored = request_id is None and (version, stage) in promoted_by
+            if restored:
+                request_id = promoted_by[(version, stage)]
             entry: dict[str, Any] = {
                 "version": version,
                 "ref": f"{kind}/{name}@{version}",
@@ -964,6 +972,7 @@ class GovernanceService:
                 entry["rules_seq"] = requests.get(request_id, {}).get("rules_seq")
                 entry["requester"] = requests.get(request_id, {}).get("requester")
                 entry["approvals"] = signoffs.get(request_id, [])
+                entry["restored"] = restored  # back in this stage without a new request
             stages.setdefault(stage, []).append(entry)
         out: dict[str, Any] = {"project": project, "kind": kind, "name": name, "at": moment}
         out["stages"] = stages

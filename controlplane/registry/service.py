@@ -94,8 +94,7 @@ class RegistryService:
         names.artifact_name(name)
         if not isinstance(digest, str) or not DIGEST_PATTERN.fullmatch(digest):
             raise InvalidInput(f"digest must be sha256:<64 lowercase hex>, got {digest!r}")
-        if not isinstance(uri, str) or not uri.strip() or len(uri) > 4096:
-            raise InvalidInput("uri must be a non-empty string of at most 4096 characters")
+        names.uri(uri)
         meta = dict(metadata or {})
         if nesting_depth(meta) > MAX_METADATA_DEPTH:
             raise InvalidInput(f"metadata is nested deeper than {MAX_METADATA_DEPTH} levels")

@@ -381,3 +381,29 @@ def test_the_integrity_check_catches_governance_projections_edited_behind_the_le
     assert not report.ok, "a projection that differs from a replay of the ledger went unnoticed"
     named = {p.split()[1] for p in report.problems if "differs from a replay" in p}
     assert {statement.split()[1] for statement in statements} <= named, report.problems
+
+
+def test_status_after_a_rollback_shows_the_sign_offs_that_first_promoted_it(
+    clk: PinnedClock, world: World
+) -> None:
+    """A version restored by rollback is in production on its original approvals: say so."""
+    clk.set(T0 + timedelta(hours=1))
+    dataset = world.register("dataset", "r")
+    v1 = world.register("policy", "back", lineage=[("trained_on", dataset)])
+    world.approve_data(dataset)
+    world.to_production(v1)
+    first_request = world.entries("promotion.requested")[-1]
+    clk.set(T0 + timedelta(hours=2))
+    v2 = world.register("policy", "back", lineage=[("trained_on", dataset)])
+    world.to_production(v2)
+    clk.set(T0 + timedelta(hours=3))
+    world.cp.governance.rollback(world.bob.principal, world.project, "policy", "back", "incident")
+
+    with world.cp.db.read() as session:
+        status = world.cp.governance.status(session, world.project, "policy", "back")
+    (holder,) = status["stages"]["production"]
+    assert holder["version"] == 1
+    assert holder["restored"] is True
+    assert holder["reason"].startswith("rollback")
+    assert holder["request_id"] == first_request["seq"]
+    assert [a["signer"] for a in holder["approvals"]] == ["alice", "carol"]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from controlplane.integrations.mlflow import affected_artifacts, state
+from controlplane.integrations.mlflow import state
 from controlplane.integrations.mlflow.compare import ObservedModel, ObservedVersion, compare
+from controlplane.integrations.mlflow.mirror import affected_artifacts
 from controlplane.integrations.mlflow.state import ArtifactKey, DesiredArtifact, DesiredVersion
 from controlplane.ledger.entry import GENESIS_HASH, Entry
 

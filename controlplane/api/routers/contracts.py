@@ -78,9 +78,10 @@ def resolve_annotator(
     contract_id: str, body: AnnotatorResolve, cp: CP, session: ReadSession, caller: Caller
 ) -> dict[str, Any]:
     """Who is behind a pseudonym, if the contract allows the caller to ask (ledgered without
-    naming the person)."""
+    naming the person). Unmasking someone is audit-relevant: a caller who may not even read
+    the contract is recorded (``access.denied``) like a refused change."""
     row = cp.contracts.row(session, contract_id)
-    cp.identity.authorize(session, caller, row.project, "contracts", "read")
+    cp.identity.authorize(session, caller, row.project, "contracts", "read", record_denial=True)
     return cp.contracts.resolve_annotator(caller, contract_id, body.pseudonym)
 
 

@@ -2,10 +2,7 @@
 promotions, drift detection and repair, and the webhook receiver.
 
 Importing this package does not import MLflow (that takes seconds); only a mirror that talks to
-MLflow does, on first use.
+MLflow does, on first use. Import from the submodules (``mirror``, ``state``, ``webhooks``):
+the package itself stays empty so that a client importing ``state`` for a model name does not
+pull in the server-side mirror and SQLAlchemy.
 """
-
-from controlplane.integrations.mlflow.mirror import MlflowMirror, affected_artifacts
-from controlplane.integrations.mlflow.state import MANAGED_ALIASES, ArtifactKey, model_name
-
-__all__ = ["MANAGED_ALIASES", "ArtifactKey", "MlflowMirror", "affected_artifacts", "model_name"]
