@@ -10,7 +10,9 @@ import json
 import secrets
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
@@ -18,7 +20,14 @@ from controlplane.authz.enforcer import Authorizer
 from controlplane.authz.service import SYSTEM_ACTOR, IdentityService
 from controlplane.config import Settings
 from controlplane.contracts.service import ContractService
-from controlplane.crypto.keys import key_id, load_or_create_private_key, public_key_b64
+from controlplane.crypto.keys import (
+    key_id,
+    load_or_create_private_key,
+    load_private_key,
+    public_key_b64,
+    replace_private_key,
+    restore_private_key,
+)
 from controlplane.errors import Conflict
 from controlplane.governance.rules import RuleSet
 from controlplane.governance.service import GovernanceService
@@ -56,8 +65,11 @@ class ControlPlane:
         self._key = load_or_create_private_key(settings.resolved_signing_key_file)
         registered = self._registered_origin()
         origin = registered or settings.origin or f"controlplane.local/{secrets.token_hex(4)}"
+        key_file = settings.resolved_signing_key_file
         self.store = LedgerStore(
-            self.db, Signer(self._checked_origin(origin, registered), self._key)
+            self.db,
+            Signer(self._checked_origin(origin, registered), self._key),
+            key_loader=lambda: load_private_key(key_file),  # follows a rotation elsewhere
         )
         self.witness: CheckpointWitness | None = None
         if settings.witness_dir is not None:  # each new signed checkpoint, written once
@@ -187,6 +199,70 @@ class ControlPlane:
             path.write_text(token + "\n")
             path.chmod(0o600)
         return InitResult(needs_admin, token, key_registered)
+
+    def rotate_server_key(self, reason: str = "") -> dict[str, Any]:
+        """Replace the checkpoint signing key: a ``server_key.rotated`` entry, a new key file.
+
+        Under the ledger lock: check that the key file holds the current key, append the
+        rotation entry (new key, the key it retires), put the new key file in place, and
+        commit, so the checkpoint over the rotation is the first one signed by the new key.
+        The old key stays registered as retired (checkpoints up to the rotation's seq verify
+        against it; later ones signed by it are refused) and its private key file is deleted
+        after the commit. Other processes sharing the key file re-read it when they see the
+        ledger's current key change (:meth:`LedgerStore.current_signer`).
+        """
+        path = self.settings.resolved_signing_key_file
+        fresh = Ed25519PrivateKey.generate()
+        previous = self.store.signer
+        backup = None
+        try:
+            with self.store.transaction() as tx:
+                tx.lock()
+                current = tx.session.execute(
+                    select(ServerKeyRow).where(ServerKeyRow.retired_seq.is_(None))
+                ).scalar_one_or_none()
+                if current is None:
+                    raise Conflict("no checkpoint key is registered yet: run `controlplane init`")
+                previous_id = current.key_id
+                on_disk = key_id(load_private_key(path).public_key())
+                if on_disk != current.key_id:
+                    raise Conflict(
+                        f"the key file {path} holds key {on_disk[:16]}…, not the ledger's "
+                        f"current key {current.key_id[:16]}…: rotate with the key file the "
+                        "servers use"
+                    )
+                signer = Signer(current.note_name, fresh)
+                entry = tx.append(
+                    actor=SYSTEM_ACTOR,
+                    action="server_key.rotated",
+                    subject={"kind": "server_key", "name": signer.origin},
+                    payload={
+                        "key_id": key_id(fresh.public_key()),
+                        "note_name": signer.origin,
+                        "public_key": public_key_b64(fresh.public_key()),
+                        "verifier": str(signer.verifier),
+                        "previous_key_id": current.key_id,
+                        "previous_verifier": current.verifier,
+                        "reason": reason[:500],
+                    },
+                )
+                backup = replace_private_key(path, fresh)
+                self.store.signer = signer
+        except BaseException:
+            if backup is not None:
+                restore_private_key(path, backup)
+                self.store.signer = previous
+            raise
+        assert backup is not None
+        backup.unlink()  # the retired private key signs nothing any more
+        self._key = fresh
+        return {
+            "seq": entry.seq,
+            "key_id": entry.payload["key_id"],
+            "verifier": entry.payload["verifier"],
+            "previous_key_id": previous_id,
+            "key_file": str(path),
+        }
 
     def _record_policy(self, tx: Transaction) -> None:
         """Ledger the authorization policy in force whenever its files change.

@@ -32,6 +32,7 @@ PROBLEM_SCHEMA: dict[str, Any] = {
         "status": {"type": "integer"},
         "detail": {"type": "string"},
         "instance": {"type": "string"},
+        "request_id": {"type": "string"},
         "errors": {"type": "array", "items": {"type": "object"}},
     },
 }
@@ -44,6 +45,14 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 """Declared on every operation, so the OpenAPI document says what an error looks like (and
 FastAPI's default 422 schema, which is not what :func:`install` answers, is left out)."""
+
+
+def json_object(description: str) -> dict[str, Any]:
+    """A second success status of an operation (``responses={200: json_object(...)}``)."""
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
 
 
 def problem(

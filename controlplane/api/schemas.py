@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -156,7 +156,9 @@ class JobCreate(_Strict):
 
 
 class JobClaim(_Strict):
-    contract: dict[str, Any] | str | None = Field(
+    # a registered id is at most 100 characters; a longer one would only be echoed into the
+    # contract.rejected entry and the error
+    contract: dict[str, Any] | Annotated[str, Field(max_length=200)] | None = Field(
         default=None,
         description="the data contract presented: its DSSE envelope, or a registered id",
     )

@@ -92,7 +92,7 @@ def principal_list(url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt 
 @principal_app.command("show")
 @handle_errors
 def principal_show(
-    principal_id: Annotated[str, typer.Argument(metavar="ID")],
+    principal_id: Annotated[str, typer.Argument(metavar="ID", help="The principal.")],
     url: UrlOpt = None,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
@@ -113,7 +113,7 @@ def principal_show(
 @principal_app.command("disable")
 @handle_errors
 def principal_disable(
-    principal_id: Annotated[str, typer.Argument(metavar="ID")],
+    principal_id: Annotated[str, typer.Argument(metavar="ID", help="The principal.")],
     url: UrlOpt = None,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
@@ -130,9 +130,12 @@ def principal_disable(
 @principal_app.command("token")
 @handle_errors
 def principal_token(
-    principal_id: Annotated[str, typer.Argument(metavar="ID")],
+    principal_id: Annotated[str, typer.Argument(metavar="ID", help="The principal.")],
     name: Annotated[str, typer.Option(help="What the token is for, e.g. ci.")] = "default",
-    expires_in_days: Annotated[int | None, typer.Option(min=1, max=3650)] = None,
+    expires_in_days: Annotated[
+        int | None,
+        typer.Option(min=1, max=3650, help="Lifetime (default: the server's, 365 days)."),
+    ] = None,
     url: UrlOpt = None,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
@@ -169,7 +172,7 @@ def principal_revoke_token(
 @role_app.command("grant")
 @handle_errors
 def role_grant(
-    principal_id: Annotated[str, typer.Argument(metavar="PRINCIPAL")],
+    principal_id: Annotated[str, typer.Argument(metavar="PRINCIPAL", help="The principal.")],
     role: RoleArg,
     project: RoleProjectOpt = "*",
     url: UrlOpt = None,
@@ -188,7 +191,7 @@ def role_grant(
 @role_app.command("revoke")
 @handle_errors
 def role_revoke(
-    principal_id: Annotated[str, typer.Argument(metavar="PRINCIPAL")],
+    principal_id: Annotated[str, typer.Argument(metavar="PRINCIPAL", help="The principal.")],
     role: RoleArg,
     project: RoleProjectOpt = "*",
     url: UrlOpt = None,
@@ -207,7 +210,7 @@ def role_revoke(
 @role_app.command("list")
 @handle_errors
 def role_list(
-    principal_id: Annotated[str, typer.Argument(metavar="PRINCIPAL")],
+    principal_id: Annotated[str, typer.Argument(metavar="PRINCIPAL", help="The principal.")],
     url: UrlOpt = None,
     token: TokenOpt = None,
     as_json: JsonOpt = False,

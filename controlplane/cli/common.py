@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
 from functools import wraps
+from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
@@ -89,10 +90,27 @@ def handle_errors(fn: F) -> F:
             fail(exc.detail, exit_code_for_status(exc.status))
         except LedgerError as exc:
             fail(f"verification failed: {exc}", EXIT_VERIFY_FAILED)
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            fail(f"{where}{exc.strerror or exc}", EXIT_USAGE)
+        except ValueError as exc:
             fail(str(exc), EXIT_USAGE)
 
     return wrapper  # type: ignore[return-value]
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file given on the command line; a bad one is a ValueError naming the file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a UTF-8 JSON file") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"{path} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        ) from None
 
 
 def _default(value: Any) -> Any:

@@ -35,6 +35,7 @@ from controlplane.cli.common import (
     handle_errors,
     out,
     print_json,
+    read_json,
 )
 from controlplane.cli.registry_cmds import artifact_path
 from controlplane.client.api import ApiClient, ApiError
@@ -199,7 +200,7 @@ def sign(
     as_json: JsonOpt = False,
 ) -> None:
     """Sign a contract statement here, with the data owner's private key (DSSE envelope)."""
-    statement = st.validate(json.loads(statement_file.read_text()), now=clock.now())
+    statement = st.validate(read_json(statement_file), now=clock.now())
     if key is not None:
         private = load_private_key(key)
     else:
@@ -224,7 +225,7 @@ def sign(
 
 
 def _load_envelope(path: Path) -> dict[str, Any]:
-    data = json.loads(path.read_text())
+    data = read_json(path)
     if not isinstance(data, dict):
         raise ValueError(f"{path} does not hold a DSSE envelope")
     return data

@@ -8,11 +8,13 @@ exit code 2. This group runs click in non-standalone mode and formats the error 
 
 from __future__ import annotations
 
+import inspect
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 import typer
+from typer._click import core as click_core
 from typer._click import exceptions as click  # typer bundles its own click
 from typer.core import TyperGroup
 
@@ -26,8 +28,33 @@ def _hint(error: click.UsageError) -> str:
     return f" (see '{ctx.command_path} --help')"
 
 
+def reflow(text: str) -> str:
+    """Docstring prose as paragraphs: single line breaks become spaces.
+
+    Typer's rich help keeps every line break of a docstring after its first paragraph (and in
+    the command lists, of the first paragraph too), so source wrapped at 100 columns came out
+    as ragged lines cut mid-sentence. Paragraphs marked ``\\b`` and lists (lines starting
+    with ``-`` or ``*``, or indented) keep their lines.
+    """
+    paragraphs = []
+    for paragraph in inspect.cleandoc(text).split("\n\n"):
+        lines = paragraph.split("\n")
+        keep = paragraph.startswith("\b") or any(line[:1] in (" ", "-", "*") for line in lines[1:])
+        paragraphs.append(paragraph if keep else " ".join(line.strip() for line in lines))
+    return "\n\n".join(paragraphs)
+
+
+def _reflow_all(command: click_core.Command) -> None:
+    if command.help:
+        command.help = reflow(command.help)
+    if command.short_help:
+        command.short_help = reflow(command.short_help)
+    for sub in getattr(command, "commands", {}).values():
+        _reflow_all(sub)
+
+
 class OneLineErrorGroup(TyperGroup):
-    """The root command group: one-line usage errors, stable exit codes."""
+    """The root command group: one-line usage errors, stable exit codes, reflowed help."""
 
     def main(
         self,
@@ -37,6 +64,7 @@ class OneLineErrorGroup(TyperGroup):
         standalone_mode: bool = True,
         **extra: Any,
     ) -> Any:
+        _reflow_all(self)
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:

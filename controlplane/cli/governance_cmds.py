@@ -59,7 +59,11 @@ def keys_generate(
     token: TokenOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Generate a key pair here, keep the private key locally, register the public key."""
+    """Generate a key pair here, keep the private key locally, register the public key.
+
+    The private key is written to CONTROLPLANE_KEYS_DIR (default
+    $XDG_CONFIG_HOME/controlplane/keys), mode 0600, and never sent anywhere.
+    """
     private = Ed25519PrivateKey.generate()
     with client(url, token) as api:
         data = api.post(
@@ -172,8 +176,9 @@ def _print_request(r: dict[str, Any]) -> None:
             f"  {need}; requested by {r['requester']}; expires {r['expires_at']}", markup=False
         )
     for s in r.get("signoffs", []):
+        revoked = f"  (key revoked {s['key_revoked_at']})" if s.get("key_revoked_at") else ""
         out.print(
-            f"  {s['decision']:<8} {s['signer']}  key {s['key_id'][:16]}  {s['comment']}",
+            f"  {s['decision']:<8} {s['signer']}  key {s['key_id'][:16]}  {s['comment']}{revoked}",
             markup=False,
         )
     if r.get("closed_reason"):
@@ -184,8 +189,8 @@ def _print_request(r: dict[str, Any]) -> None:
 def requests(
     project: ProjectOpt = DEFAULT_PROJECT_VALUE,
     state: Annotated[str | None, typer.Option(help="open, approved, rejected, ...")] = "open",
-    kind: Annotated[str | None, typer.Option()] = None,
-    name: Annotated[str | None, typer.Option()] = None,
+    kind: Annotated[str | None, typer.Option(help="Only this artifact kind, e.g. policy.")] = None,
+    name: Annotated[str | None, typer.Option(help="Only this artifact name.")] = None,
     all_states: Annotated[bool, typer.Option("--all", help="Every state.")] = False,
     url: UrlOpt = None,
     token: TokenOpt = None,
@@ -238,8 +243,13 @@ def _my_key(api: ApiClient, me: str, key_file: Path | None) -> Ed25519PrivateKey
 @handle_errors
 def approve(
     request_id: Annotated[int, typer.Argument(help="Request id.")],
-    comment: Annotated[str, typer.Option("--comment", "-m")] = "",
-    key: Annotated[Path | None, typer.Option(help="Private key file to sign with.")] = None,
+    comment: Annotated[
+        str, typer.Option("--comment", "-m", help="A comment, signed and recorded with it.")
+    ] = "",
+    key: Annotated[
+        Path | None,
+        typer.Option(help="Private key file to sign with (default: your key on this machine)."),
+    ] = None,
     url: UrlOpt = None,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
@@ -272,7 +282,9 @@ def reject(
 @handle_errors
 def withdraw(
     request_id: Annotated[int, typer.Argument(help="Request id.")],
-    reason: Annotated[str, typer.Option("--reason", "-r")] = "withdrawn by the requester",
+    reason: Annotated[
+        str, typer.Option("--reason", "-r", help="Why (recorded in the ledger).")
+    ] = "withdrawn by the requester",
     url: UrlOpt = None,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
@@ -357,11 +369,20 @@ def status(
                 line += f" ({h['traffic_share']:.0%} traffic)"
             if h.get("since"):
                 line += f"  since {h['since']}"
+            if h.get("reason") and h["reason"] != "promoted":
+                line += f"  ({h['reason']})"
             out.print(line, markup=False)
+            if h.get("restored"):
+                out.print(
+                    f"      back without a new request; first put here by request "
+                    f"{h['request_id']}",
+                    markup=False,
+                )
             for a in h.get("approvals", []):
                 out.print(
-                    f"      {a['decision']} by {a['signer']} (key {a['key_id'][:16]}) "
-                    f"under rules of seq {h.get('rules_seq')}",
+                    f"      {a['decision']} by {a['signer']} (key {a['key_id'][:16]}"
+                    + (f", revoked {a['key_revoked_at']}" if a.get("key_revoked_at") else "")
+                    + f") under rules of seq {h.get('rules_seq')}",
                     markup=False,
                 )
             if h.get("trained_on"):

@@ -21,19 +21,18 @@ from controlplane.cli.common import (
     handle_errors,
     out,
     print_json,
+    read_json,
 )
 from controlplane.registry.digests import digest_path
 from controlplane.runners.sdk import RunnerClient
 
 job_app = typer.Typer(help="Queue training jobs, follow them, cancel them, upload their inputs.")
 
-RefOpt = Annotated[str | None, typer.Option(metavar="KIND/NAME@VERSION", show_default=False)]
-
 
 def _params(pairs: list[str] | None, params_file: Path | None) -> dict[str, Any]:
     values: dict[str, Any] = {}
     if params_file is not None:
-        loaded = json.loads(params_file.read_text())
+        loaded = read_json(params_file)
         if not isinstance(loaded, dict):
             raise ValueError(f"{params_file} must hold a JSON object")
         values.update(loaded)
@@ -98,11 +97,29 @@ def queue(
     dataset: Annotated[
         list[str], typer.Option("--dataset", "-d", metavar="dataset/NAME@VERSION", help="Input.")
     ],
-    rubric: RefOpt = None,
-    base_model: RefOpt = None,
-    reward_model: RefOpt = None,
-    policy: RefOpt = None,
-    reference: RefOpt = None,
+    rubric: Annotated[
+        str | None,
+        typer.Option(metavar="KIND/NAME@VERSION", help="The rubric the data follows."),
+    ] = None,
+    base_model: Annotated[
+        str | None,
+        typer.Option(metavar="KIND/NAME@VERSION", help="Model to start from (needed by dpo)."),
+    ] = None,
+    reward_model: Annotated[
+        str | None,
+        typer.Option(metavar="KIND/NAME@VERSION", help="Judge of an evaluation job."),
+    ] = None,
+    policy: Annotated[
+        str | None,
+        typer.Option(metavar="KIND/NAME@VERSION", help="Policy an evaluation job scores."),
+    ] = None,
+    reference: Annotated[
+        str | None,
+        typer.Option(
+            metavar="KIND/NAME@VERSION",
+            help="What an evaluation compares the policy with (or --base-model).",
+        ),
+    ] = None,
     param: Annotated[
         list[str] | None, typer.Option(help="Hyperparameter KEY=VALUE (repeatable).")
     ] = None,
@@ -147,7 +164,7 @@ def list_(
     project: ProjectOpt = DEFAULT_PROJECT_VALUE,
     state: Annotated[str | None, typer.Option(help="queued, claimed, succeeded, ...")] = None,
     trainer: Annotated[str | None, typer.Option(help="Only this trainer.")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many.")] = 100,
     url: UrlOpt = None,
     token: TokenOpt = None,
     as_json: JsonOpt = False,

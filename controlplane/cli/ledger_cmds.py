@@ -39,12 +39,14 @@ proof_app = typer.Typer(help="Fetch a Merkle proof and check it against a signed
 @handle_errors
 def log(
     start: Annotated[int, typer.Option(min=0, help="First seq.")] = 0,
-    limit: Annotated[int, typer.Option(min=1, max=5000)] = 50,
+    limit: Annotated[int, typer.Option(min=1, max=5000, help="At most this many entries.")] = 50,
     actor: Annotated[str | None, typer.Option(help="Only entries by this principal.")] = None,
     action: Annotated[str | None, typer.Option(help="e.g. artifact.version_registered")] = None,
     kind: Annotated[str | None, typer.Option(help="Subject kind, e.g. dataset.")] = None,
     name: Annotated[str | None, typer.Option(help="Subject name.")] = None,
-    project: Annotated[str | None, typer.Option("--project", "-p")] = None,
+    project: Annotated[
+        str | None, typer.Option("--project", "-p", help="Only entries about this project.")
+    ] = None,
     tail: Annotated[bool, typer.Option(help="Show the last LIMIT entries.")] = False,
     url: UrlOpt = None,
     token: TokenOpt = None,

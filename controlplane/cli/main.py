@@ -20,6 +20,7 @@ from controlplane.cli import (
     registry_cmds,
     runner_cmds,
     server_cmds,
+    serverkey_cmds,
 )
 from controlplane.cli.errors import OneLineErrorGroup
 
@@ -53,6 +54,7 @@ def main(
 
 app.command("init")(server_cmds.init)
 app.command("serve")(server_cmds.serve)
+app.add_typer(serverkey_cmds.server_key_app, name="server-key")
 app.command("demo")(demo_cmds.demo)
 app.command("register")(registry_cmds.register)
 app.command("show")(registry_cmds.show)

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from controlplane.cli.common import (
+    DEFAULT_PROJECT_VALUE,
     EXIT_VERIFY_FAILED,
     JsonOpt,
     TokenOpt,
@@ -38,23 +39,29 @@ def _scope(ref: str | None, project: str | None) -> dict[str, Any]:
     kind, sep, name = ref.partition("/")
     if not sep or not name or "@" in name:
         fail(f"expected KIND/NAME, got {ref!r}")
-    if project is None:
-        fail("a KIND/NAME needs --project")
-    return {"project": project, "kind": kind, "name": name}
+    # like every other KIND/NAME of the CLI: in the default project unless -p says otherwise
+    return {"project": project or DEFAULT_PROJECT_VALUE, "kind": kind, "name": name}
 
 
 @mlflow_app.command("reconcile")
 @handle_errors
 def reconcile(
     ref: Annotated[
-        str | None, typer.Argument(help="Only this KIND/NAME (with --project).", show_default=False)
+        str | None,
+        typer.Argument(
+            help="Only this KIND/NAME (in --project, default: default).", show_default=False
+        ),
     ] = None,
     fix: Annotated[
         bool, typer.Option("--fix", help="Restore the ledger's state in MLflow.")
     ] = False,
     project: Annotated[
         str | None,
-        typer.Option("--project", "-p", help="Only this project (default: every project)."),
+        typer.Option(
+            "--project",
+            "-p",
+            help="Only this project (default: every project; with KIND/NAME: default).",
+        ),
     ] = None,
     url: UrlOpt = None,
     token: TokenOpt = None,

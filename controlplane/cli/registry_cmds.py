@@ -23,18 +23,17 @@ from controlplane.cli.common import (
     handle_errors,
     out,
     print_json,
+    read_json,
 )
 from controlplane.client.api import ApiError
 from controlplane.registry.digests import digest_path
 from controlplane.registry.refs import KINDS, RELATIONS
 
-RefList = Annotated[list[str] | None, typer.Option(metavar="KIND/NAME@VERSION")]
-
 
 def _parse_meta(pairs: list[str] | None, metadata_file: Path | None) -> dict[str, Any]:
     meta: dict[str, Any] = {}
     if metadata_file is not None:
-        loaded = json.loads(metadata_file.read_text())
+        loaded = read_json(metadata_file)
         if not isinstance(loaded, dict):
             raise ValueError(f"{metadata_file} must hold a JSON object")
         meta.update(loaded)
@@ -83,11 +82,23 @@ def register(
     metadata_file: Annotated[
         Path | None, typer.Option(help="JSON object file merged into the metadata.")
     ] = None,
-    trained_on: RefList = None,
-    follows_rubric: RefList = None,
-    initialized_from: RefList = None,
-    evaluated_on: RefList = None,
-    derived_from: RefList = None,
+    trained_on: Annotated[
+        list[str] | None, typer.Option(metavar="KIND/NAME@VERSION", help="Data it was trained on.")
+    ] = None,
+    follows_rubric: Annotated[
+        list[str] | None, typer.Option(metavar="KIND/NAME@VERSION", help="Its labelling rubric.")
+    ] = None,
+    initialized_from: Annotated[
+        list[str] | None,
+        typer.Option(metavar="KIND/NAME@VERSION", help="The model it started from."),
+    ] = None,
+    evaluated_on: Annotated[
+        list[str] | None,
+        typer.Option(metavar="KIND/NAME@VERSION", help="The model an evaluation judges."),
+    ] = None,
+    derived_from: Annotated[
+        list[str] | None, typer.Option(metavar="KIND/NAME@VERSION", help="Any other source.")
+    ] = None,
     url: UrlOpt = None,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
@@ -189,7 +200,7 @@ def list_(
     project: ProjectOpt = DEFAULT_PROJECT_VALUE,
     kind: Annotated[str | None, typer.Option(help="Only this kind.")] = None,
     search: Annotated[str | None, typer.Option("--search", "-q", help="Name contains.")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many.")] = 100,
     url: UrlOpt = None,
     token: TokenOpt = None,
     as_json: JsonOpt = False,

@@ -11,7 +11,6 @@ before ``--max-idle``; 5 the claim was lost (lease expired, job cancelled); 130 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -34,6 +33,7 @@ from controlplane.cli.common import (
     fail,
     handle_errors,
     print_json,
+    read_json,
 )
 from controlplane.config import Settings
 from controlplane.runners.runner import Outcome, Runner, RunnerConfig
@@ -90,7 +90,7 @@ def _contract(value: str) -> Presented:
     """A contract file (a DSSE envelope, or JSON holding one under ``envelope``), or an id."""
     path = Path(value)
     if path.is_file():
-        data = json.loads(path.read_text())
+        data = read_json(path)
         if isinstance(data, dict) and isinstance(data.get("envelope"), dict):
             data = data["envelope"]
         if not isinstance(data, dict):
@@ -161,7 +161,12 @@ def start(
     as_json: JsonOpt = False,
 ) -> None:
     """Poll for jobs, claim them with a data contract, fetch and check the inputs, train,
-    and report the outputs (registered with lineage) or the failure."""
+    and report the outputs (registered with lineage) or the failure.
+
+    Ctrl-C releases the job in progress. With --once the exit code says how the job went:
+    0 succeeded, 1 failed (the reason is recorded), 3 the contract was refused, 4 no job the
+    contract covers was queued, 5 the lease was lost.
+    """
     settings = Settings()
     config = RunnerConfig(
         projects=project or [DEFAULT_PROJECT_VALUE],

@@ -20,8 +20,13 @@ from controlplane.governance.audit import SignoffAuditor
 from controlplane.ledger import merkle
 from controlplane.ledger.checkpoint import Checkpoint, NoteVerifier
 from controlplane.ledger.entry import Entry
-from controlplane.ledger.errors import ChainError, LedgerError
-from controlplane.ledger.verify import VerificationReport, verify_ledger
+from controlplane.ledger.errors import ChainError, LedgerError, SignatureError
+from controlplane.ledger.verify import (
+    KeyHistory,
+    VerificationReport,
+    checkpoint_signers,
+    verify_ledger,
+)
 
 BUNDLE_FORMAT = "controlplane-audit-bundle/v1"
 Progress = Callable[[int], None]
@@ -236,11 +241,20 @@ def trusted_keys(client: ApiClient) -> tuple[str, list[NoteVerifier]]:
 
 def signed_checkpoint(client: ApiClient) -> tuple[dict[str, Any], Checkpoint]:
     """The latest checkpoint, served and opened: its signature checked, its origin ours."""
-    origin, verifiers = trusted_keys(client)
+    keys = client.get("/v1/ledger/keys")
+    origin, verifiers = keys["origin"], [NoteVerifier.parse(k["verifier"]) for k in keys["data"]]
     latest = client.get("/v1/ledger/checkpoint")
     checkpoint = Checkpoint.open(latest["note"], verifiers)
     if checkpoint.origin != origin:
         raise ValueError(f"checkpoint origin {checkpoint.origin!r} is not {origin!r}")
+    # signed by the key current at its size, not by a retired one (see KeyHistory)
+    history = KeyHistory(
+        (int(k["registered_seq"]), str(v)) for k, v in zip(keys["data"], verifiers, strict=True)
+    )
+    report = VerificationReport()
+    history.check([(checkpoint.size, checkpoint_signers(latest["note"], verifiers))], report)
+    if not report.ok:
+        raise SignatureError(report.problems[0])
     return latest, checkpoint
 
 

@@ -68,3 +68,26 @@ def load_or_create_private_key(path: Path) -> Ed25519PrivateKey:
         with contextlib.suppress(FileExistsError):
             save_private_key(Ed25519PrivateKey.generate(), path)
     return load_private_key(path)
+
+
+def replace_private_key(path: Path, key: Ed25519PrivateKey) -> Path:
+    """Put ``key`` in place of the key file at ``path`` atomically; return the old key's backup.
+
+    The new key is written beside the old one (mode 0600) and renamed over it, so a process
+    reading the file sees the old key or the new one, never a partial file. The old file is
+    kept as a hard link (``<name>.retired``) until the caller deletes it or restores it with
+    :func:`restore_private_key`.
+    """
+    fresh = path.with_name(path.name + ".new")
+    backup = path.with_name(path.name + ".retired")
+    for stale in (fresh, backup):
+        stale.unlink(missing_ok=True)
+    save_private_key(key, fresh)
+    os.link(path, backup)
+    os.replace(fresh, path)
+    return backup
+
+
+def restore_private_key(path: Path, backup: Path) -> None:
+    """Undo :func:`replace_private_key` (the rotation it was part of did not commit)."""
+    os.replace(backup, path)

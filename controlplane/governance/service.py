@@ -51,6 +51,7 @@ MAX_CLOCK_SKEW = timedelta(minutes=10)
 MAX_COMMENT = 10_000  # characters; longer comments are refused, never cut (they are signed)
 MAX_SIGNED_AT = 40  # characters, the width of signoffs.signed_at
 RETIRED_REASON = "retired: "  # how a deliberate retirement's stage change begins its reason
+ROLLBACK_REASON = "rollback: "  # how a rollback's stage changes begin their reason
 
 
 class Refused(ControlPlaneError):
@@ -470,7 +471,8 @@ class GovernanceService:
         key_row = session.get(SigningKeyRow, opened.key_id)
         assert key_row is not None
         if key_row.revoked_seq is not None:
-            raise Refused(f"key {opened.key_id[:16]} was revoked at {key_row.revoked_at}")
+            revoked = format_timestamp(key_row.revoked_at) if key_row.revoked_at else "?"
+            raise Refused(f"key {opened.key_id[:16]} was revoked at {revoked}")
         version = find_version(
             session, request.project, request.kind, request.name, request.version
         )
@@ -718,13 +720,21 @@ class GovernanceService:
             actor=caller.id,
             action="stage.changed",
             subject=_subject(current),
-            payload={"from": "production", "to": "retired", "reason": f"rollback: {reason}"},
+            payload={
+                "from": "production",
+                "to": "retired",
+                "reason": f"{ROLLBACK_REASON}{reason}",
+            },
         )
         tx.append(
             actor=caller.id,
             action="stage.changed",
             subject=_subject(back),
-            payload={"from": back.stage, "to": "production", "reason": f"rollback: {reason}"},
+            payload={
+                "from": back.stage,
+                "to": "production",
+                "reason": f"{ROLLBACK_REASON}{reason}",
+            },
         )
         return {
             "project": project,
@@ -845,9 +855,12 @@ class GovernanceService:
         assert version is not None
         _, rules = self.rules(session, row.rules_seq)
         rule = rules.rule_for(row.kind, row.target_stage)
-        signoffs = session.execute(
-            select(SignoffRow).where(SignoffRow.request_id == row.id).order_by(SignoffRow.seq)
-        ).scalars()
+        signoffs = list(
+            session.execute(
+                select(SignoffRow).where(SignoffRow.request_id == row.id).order_by(SignoffRow.seq)
+            ).scalars()
+        )
+        revoked = _revocations(session, {s.key_id for s in signoffs})
         out = {
             "id": row.id,
             "project": row.project,
@@ -876,6 +889,7 @@ class GovernanceService:
                     "key_id": s.key_id,
                     "signed_at": s.signed_at,
                     "seq": s.seq,
+                    "key_revoked_at": revoked.get(s.key_id),
                 }
                 for s in signoffs
             ],
@@ -936,10 +950,20 @@ class GovernanceService:
                     row.seq,
                     {**payload, "timestamp": row.timestamp, "actor": row.actor},
                 )
-                if payload.get("request_id") is not None:
-                    promoted_by[(subject["version"], payload["to"])] = payload["request_id"]
+                # A promotion's stage changes all carry its request id, also the one moving
+                # the previous holder out: only the promoted version's own request approved it.
+                request_id = payload.get("request_id")
+                if request_id is not None:
+                    if requests.get(request_id, {}).get("version") == subject["version"]:
+                        promoted_by[(subject["version"], payload["to"])] = request_id
+                    else:
+                        stage_of[subject["version"]][2]["request_id"] = None
             elif row.action == "promotion.requested":
-                requests[row.seq] = {"rules_seq": payload["rules_seq"], "requester": row.actor}
+                requests[row.seq] = {
+                    "rules_seq": payload["rules_seq"],
+                    "requester": row.actor,
+                    "version": subject["version"],
+                }
             elif row.action == "promotion.signed_off":
                 signoffs.setdefault(payload["request_id"], []).append(
                     {
@@ -952,6 +976,10 @@ class GovernanceService:
                 )
         if not versions:
             raise NotFound(f"{kind}/{name} did not exist in project {project!r} at {moment}")
+        revoked = _revocations(session, {a["key_id"] for s in signoffs.values() for a in s})
+        for approvals in signoffs.values():
+            for approval in approvals:  # a valid sign-off whose key was revoked afterwards
+                approval["key_revoked_at"] = revoked.get(approval["key_id"])
         stages: dict[str, list[dict[str, Any]]] = {}
         for version in sorted(versions):
             stage, seq, change = stage_of.get(version, ("registered", None, {}))
@@ -1014,6 +1042,22 @@ def _satisfies(metadata: dict[str, Any], evidence: Any) -> bool:
 
 def _ref(row: ArtifactVersionRow) -> str:
     return f"{row.kind}/{row.name}@{row.version}"
+
+
+def _revocations(session: Session, key_ids: set[str]) -> dict[str, str]:
+    """When each of ``key_ids`` that has been revoked was revoked.
+
+    A sign-off counted before its key's revocation stays valid (the server refused the key
+    from the revocation on); views show the revocation time beside it so a reader knows.
+    """
+    if not key_ids:
+        return {}
+    rows = session.execute(
+        select(SigningKeyRow.key_id, SigningKeyRow.revoked_at).where(
+            SigningKeyRow.key_id.in_(sorted(key_ids)), SigningKeyRow.revoked_seq.is_not(None)
+        )
+    ).all()
+    return {kid: format_timestamp(at) for kid, at in rows if at is not None}
 
 
 def _key_dict(row: SigningKeyRow) -> dict[str, Any]:

@@ -10,12 +10,15 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from controlplane.ledger.checkpoint import Checkpoint, NoteVerifier
+from controlplane.ledger.checkpoint import Checkpoint, NoteVerifier, split_note
 from controlplane.ledger.entry import GENESIS_HASH, Entry, compute_entry_hash
 from controlplane.ledger.errors import LedgerError, MalformedError
 from controlplane.ledger.merkle import CompactRange, leaf_hash
 
 Observer = Callable[[Mapping[str, Any], "VerificationReport"], None]
+
+#: Ledger actions that make a checkpoint signing key current (and retire the one before).
+SERVER_KEY_ACTIONS = frozenset({"server_key.registered", "server_key.rotated"})
 
 
 @dataclass
@@ -129,9 +132,17 @@ class ChainVerifier:
 
 
 def open_checkpoints(
-    notes: Iterable[str], verifiers: list[NoteVerifier], origin: str, report: VerificationReport
+    notes: Iterable[str],
+    verifiers: list[NoteVerifier],
+    origin: str,
+    report: VerificationReport,
+    signed_by: list[tuple[int, set[str]]] | None = None,
 ) -> dict[int, bytes]:
-    """Verify signed checkpoint notes; return ``{size: root}`` of those that verified."""
+    """Verify signed checkpoint notes; return ``{size: root}`` of those that verified.
+
+    ``signed_by``, if given, receives for each verified note its size and the trusted
+    verifier keys (``str(NoteVerifier)``) whose signatures it carries, for :class:`KeyHistory`.
+    """
     roots: dict[int, bytes] = {}
     for note in notes:
         try:
@@ -147,7 +158,87 @@ def open_checkpoints(
             continue
         roots[checkpoint.size] = checkpoint.root_hash
         report.checkpoints_verified += 1
+        if signed_by is not None:
+            signed_by.append((checkpoint.size, checkpoint_signers(note, verifiers)))
     return roots
+
+
+def checkpoint_signers(note: str, verifiers: list[NoteVerifier]) -> set[str]:
+    """The trusted keys that signed ``note`` (already verified by :meth:`Checkpoint.open`)."""
+    _, signatures = split_note(note)
+    marks = {(name, key_id) for name, key_id, _ in signatures}
+    return {str(v) for v in verifiers if (v.name, v.key_id) in marks}
+
+
+class KeyHistory:
+    """Which checkpoint signing key was current at which tree size, read from the ledger.
+
+    Each ``server_key.registered`` or ``server_key.rotated`` entry at seq ``s`` makes its key
+    current and retires the one before, so the old key signs trees of at most ``s`` entries
+    and the new key trees of more than ``s`` (the rotation entry included). The first key
+    covers every size up to its successor. Because the history comes from the verified chain
+    itself, a checkpoint signed with a retired (perhaps stolen) key for a size after its
+    retirement is refused, while every checkpoint it signed before stays valid.
+    """
+
+    def __init__(self, keys: Iterable[tuple[int, str]] = ()) -> None:
+        self.keys: list[tuple[int, str]] = sorted(keys)
+        """``(registered_seq, verifier)`` in ledger order."""
+
+    def __call__(self, entry: Mapping[str, Any], report: VerificationReport) -> None:
+        if not isinstance(entry, Mapping) or entry.get("action") not in SERVER_KEY_ACTIONS:
+            return
+        payload = entry.get("payload")
+        seq = entry.get("seq")
+        text = payload.get("verifier") if isinstance(payload, Mapping) else None
+        try:
+            verifier = NoteVerifier.parse(str(text))
+        except LedgerError as exc:
+            report.fail(f"server key entry carries a malformed verifier key: {exc}", seq)
+            return
+        if self.keys and self.keys[-1][1] == str(verifier):
+            return  # the same key announced again: still current
+        self.keys.append((int(seq) if isinstance(seq, int) else len(self.keys), str(verifier)))
+
+    def window(self, verifier: str) -> list[tuple[int, int | None]]:
+        """The ``(first, last)`` tree sizes (last None: still current) ``verifier`` may sign."""
+        spans = []
+        for index, (seq, text) in enumerate(self.keys):
+            if text == verifier:
+                first = 1 if index == 0 else seq + 1
+                last = self.keys[index + 1][0] if index + 1 < len(self.keys) else None
+                spans.append((first, last))
+        return spans
+
+    def check(self, signed_by: Iterable[tuple[int, set[str]]], report: VerificationReport) -> None:
+        """Fail every checkpoint none of whose signers was current at its size."""
+        if not self.keys:
+            return  # a ledger from before key entries: nothing to hold checkpoints to
+        for size, signers in sorted(signed_by, key=lambda item: item[0]):
+            if any(
+                first <= size and (last is None or size <= last)
+                for signer in signers
+                for first, last in self.window(signer)
+            ):
+                continue
+            names = []
+            for signer in sorted(signers):
+                spans = self.window(signer)
+                key = signer.split("+")[1] if "+" in signer else signer
+                if not spans:
+                    names.append(f"key {key}, which no server_key entry of the ledger registered")
+                else:
+                    names.append(
+                        f"key {key}, valid for sizes "
+                        + ", ".join(
+                            f"{first}..{'' if last is None else last}" for first, last in spans
+                        )
+                        + (" (retired at seq " + str(spans[-1][1]) + ")" if spans[-1][1] else "")
+                    )
+            report.fail(
+                f"checkpoint for size {size} is signed by {'; '.join(names)}: not the key "
+                "that was current at that size (a retired key cannot sign later checkpoints)"
+            )
 
 
 def verify_ledger(
@@ -165,7 +256,8 @@ def verify_ledger(
     ``observers`` see every entry too (for checks of what entries say, such as sign-offs).
     """
     seed = VerificationReport()
-    roots = open_checkpoints(checkpoint_notes, verifiers, origin, seed)
+    signed_by: list[tuple[int, set[str]]] = []
+    roots = open_checkpoints(checkpoint_notes, verifiers, origin, seed, signed_by)
     for size, root in (pinned or {}).items():
         if size in roots and roots[size] != root:
             seed.fail(
@@ -176,9 +268,12 @@ def verify_ledger(
     roots.pop(0, None)
     verifier = ChainVerifier(roots)
     verifier.report = seed
-    watchers = list(observers)
+    history = KeyHistory()
+    watchers = [history, *observers]
     for entry in entries:
         verifier.feed(entry)
         for watch in watchers:
             watch(entry, verifier.report)
-    return verifier.finish()
+    report = verifier.finish()
+    history.check(signed_by, report)
+    return report

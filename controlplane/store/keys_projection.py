@@ -1,4 +1,8 @@
-"""Projection of the server's checkpoint-signing keys (``server_key.registered``)."""
+"""Projection of the server's checkpoint-signing keys (``server_key.registered`` / ``.rotated``).
+
+Both make the entry's key current and retire the one before it at the entry's seq; retired
+keys stay listed, since every checkpoint they signed before retiring must still verify.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from controlplane.store.models import ServerKeyRow
 from controlplane.store.projector import projects
 
 
+@projects("server_key.rotated")
 @projects("server_key.registered")
 def _server_key_registered(session: Session, entry: Entry) -> None:
     payload = entry.payload

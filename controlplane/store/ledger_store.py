@@ -23,13 +23,14 @@ from sqlalchemy import and_, func, insert, or_, select, text
 from sqlalchemy.orm import Session
 
 from controlplane import clock
+from controlplane.crypto.keys import key_id
 from controlplane.ledger import merkle
 from controlplane.ledger.canonical import canonical_json
 from controlplane.ledger.checkpoint import Checkpoint, NoteVerifier
 from controlplane.ledger.entry import GENESIS_HASH, Entry
 from controlplane.store import projector
 from controlplane.store.database import Database
-from controlplane.store.models import CheckpointRow, LedgerEntryRow, MerkleNodeRow
+from controlplane.store.models import CheckpointRow, LedgerEntryRow, MerkleNodeRow, ServerKeyRow
 
 ADVISORY_LOCK_KEY = 0x6C65646765720001  # "ledger" + 1: one chain per database
 
@@ -53,6 +54,11 @@ class Signer:
     @property
     def verifier(self) -> NoteVerifier:
         return NoteVerifier.from_public_key(self.origin, self.private_key.public_key())
+
+
+def _raw_key_id(key: Ed25519PrivateKey) -> str:
+    """The key id the ``server_keys`` table uses: hex SHA-256 of the raw public key."""
+    return key_id(key.public_key())
 
 
 def entry_to_row(entry: Entry) -> dict[str, Any]:
@@ -188,7 +194,7 @@ class Transaction:
         if existing is not None:
             return existing
         root = self._store.root_at(self.session, size, self._nodes)
-        signer = self._store.signer
+        signer = self._store.current_signer(self.session)
         note = Checkpoint(signer.origin, size, root).sign(signer.origin, signer.private_key)
         row = CheckpointRow(
             tree_size=size,
@@ -204,9 +210,17 @@ class Transaction:
 class LedgerStore:
     """Persistence of the ledger: appends, entries, nodes, proofs, checkpoints."""
 
-    def __init__(self, db: Database, signer: Signer) -> None:
+    def __init__(
+        self,
+        db: Database,
+        signer: Signer,
+        key_loader: Callable[[], Ed25519PrivateKey] | None = None,
+    ) -> None:
         self.db = db
         self.signer = signer
+        self.key_loader = key_loader
+        """Re-reads the key file; used when the ledger's current key is no longer the one in
+        memory (another process rotated it), so a replica follows a rotation unrestarted."""
         self.listeners: list[CommitListener] = []
         """Post-commit hooks for integrations (the MLflow mirror). Each is called with the
         entries of every transaction that appended some, after its commit succeeded, in the
@@ -222,6 +236,32 @@ class LedgerStore:
                 log.exception("post-commit listener %r failed", listener)
 
     # -- writing -------------------------------------------------------------------------------
+
+    def current_signer(self, session: Session) -> Signer:
+        """The signer for a checkpoint now: the key the ledger names current (under the lock).
+
+        A checkpoint must be signed by the key that is current at its size, or verification
+        refuses it. If another process rotated the key, the key file is re-read once; if it
+        still holds another key, signing is refused (the transaction rolls back) rather than
+        producing a checkpoint with a retired or unannounced key. Before the first key is
+        registered (``init``) any key signs.
+        """
+        current = session.execute(
+            select(ServerKeyRow.key_id).where(ServerKeyRow.retired_seq.is_(None))
+        ).scalar_one_or_none()
+        if current is None or _raw_key_id(self.signer.private_key) == current:
+            return self.signer
+        if self.key_loader is not None:
+            loaded = self.key_loader()
+            if _raw_key_id(loaded) == current:
+                self.signer = Signer(self.signer.origin, loaded)
+                log.info("checkpoint key changed to %s (rotated elsewhere)", current[:16])
+                return self.signer
+        raise StoreError(
+            f"the ledger's current checkpoint key is {current[:16]}… but this process holds "
+            f"{_raw_key_id(self.signer.private_key)[:16]}…: the key was rotated; put the new "
+            "key file in place (see `controlplane server-key rotate`)"
+        )
 
     def transaction(self) -> _TransactionContext:
         """``with store.transaction() as tx: tx.append(...)`` commits and signs on success."""

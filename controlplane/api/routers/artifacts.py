@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query, Response, status
 
 from controlplane import names
 from controlplane.api.deps import CP, Caller, ReadSession
+from controlplane.api.problems import json_object
 from controlplane.api.schemas import VersionCreate
 from controlplane.errors import InvalidInput
 from controlplane.registry.refs import VersionRef
@@ -47,7 +48,11 @@ def list_artifacts(
     return {"data": data, "count": count}
 
 
-@router.post("/artifacts/{kind}/{name}/versions", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/artifacts/{kind}/{name}/versions",
+    status_code=status.HTTP_201_CREATED,
+    responses={200: json_object("The identical latest version: nothing was registered")},
+)
 def register_version(
     project: str,
     kind: str,

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Response, status
 
 from controlplane import names
 from controlplane.api.deps import CP, Caller, ReadSession
+from controlplane.api.problems import json_object
 from controlplane.api.schemas import AnnotatorErase, AnnotatorResolve, ContractRegister, Reason
 from controlplane.contracts.statement import PURPOSES
 from controlplane.registry.digests import DIGEST_PATTERN
@@ -15,7 +16,11 @@ from controlplane.registry.digests import DIGEST_PATTERN
 router = APIRouter(prefix="/v1", tags=["contracts"])
 
 
-@router.post("/projects/{project}/contracts", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/projects/{project}/contracts",
+    status_code=status.HTTP_201_CREATED,
+    responses={200: json_object("The very same envelope was registered before")},
+)
 def register_contract(
     project: str,
     body: ContractRegister,

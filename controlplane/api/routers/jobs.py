@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body, Query, Response, status
 
 from controlplane import names
 from controlplane.api.deps import CP, Caller, ReadSession
+from controlplane.api.problems import json_object
 from controlplane.api.schemas import (
     JobCancel,
     JobClaim,
@@ -154,7 +155,10 @@ def cancel(
 # -- content ---------------------------------------------------------------------------------
 
 
-@router.put("/projects/{project}/content/{digest}")
+@router.put(
+    "/projects/{project}/content/{digest}",
+    responses={201: json_object("Stored now (200: these bytes were stored before)")},
+)
 def put_content(
     project: str,
     digest: str,
@@ -176,7 +180,16 @@ def put_content(
     return {**info, "created": created}
 
 
-@router.get("/projects/{project}/content/{digest}")
+@router.get(
+    "/projects/{project}/content/{digest}",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The stored bytes",
+            "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+        }
+    },
+)
 def get_content(
     project: str, digest: str, cp: CP, session: ReadSession, caller: Caller
 ) -> Response:
