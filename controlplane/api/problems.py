@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from controlplane.api.observability import request_id_of
 from controlplane.errors import ControlPlaneError
 from controlplane.ledger.errors import LedgerError
+from controlplane.store.ledger_store import StoreError
 
 log = logging.getLogger("controlplane.api")
 PROBLEM = "application/problem+json"
@@ -121,6 +122,20 @@ def install(app: FastAPI) -> None:
             "Invalid input",
             "a value is out of range or not storable",
             "invalid-input",
+            request,
+        )
+
+    @app.exception_handler(StoreError)
+    async def _store(request: Request, exc: StoreError) -> JSONResponse:
+        # A damaged tree or a replica holding a retired signing key: nothing was written, the
+        # operator must act (the log says what); the client may retry later.
+        log.error("ledger store refused a write on %s: %s", request.url.path, exc)
+        return problem(
+            503,
+            "Service unavailable",
+            "the ledger cannot be written on this replica right now; nothing was recorded "
+            "(the server's log says why)",
+            "ledger-unavailable",
             request,
         )
 

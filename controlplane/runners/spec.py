@@ -52,6 +52,22 @@ MAX_DATASETS = 50
 MAX_HYPERPARAMETER_BYTES = 64 * 1024
 MAX_METRICS = 200
 
+HYPERPARAMETER_BOUNDS: dict[str, tuple[float, float]] = {
+    "seed": (0, 2**32 - 1),  # numpy's range; transformers.set_seed refuses anything else
+    "max_steps": (1, 1_000_000),
+    "batch_size": (1, 65_536),
+    "max_length": (1, 1_000_000),
+    "max_new_tokens": (1, 100_000),
+    "learning_rate": (0, 1),
+    "beta": (0, 1000),
+    "sft_weight": (0, 1000),
+    "center_rewards_coefficient": (0, 1000),
+    "match_threshold": (0, 1),
+}
+"""Inclusive ranges of the built-in trainers' numeric hyperparameters, checked at queue time:
+outside them a job cannot train (a negative seed) or would hold a runner for ever
+(``max_steps=1e30``), so it is refused before it is queued rather than failing later."""
+
 
 def check_trainer(trainer: object) -> str:
     if not isinstance(trainer, str) or trainer not in TRAINERS:
@@ -82,9 +98,16 @@ def check_hyperparameters(values: Any, trainer: str | None = None) -> dict[str, 
         from controlplane.runners.trainers import TrainingError, effective_hyperparameters
 
         try:
-            effective_hyperparameters(trainer, out)
+            effective = effective_hyperparameters(trainer, out)
         except TrainingError as exc:
             raise InvalidInput(exc.detail) from None
+        for name, value in effective.items():
+            bounds = HYPERPARAMETER_BOUNDS.get(name)
+            if bounds is not None and not bounds[0] <= value <= bounds[1]:
+                raise InvalidInput(
+                    f"hyperparameter {name} must be from {bounds[0]} to {bounds[1]}, "
+                    f"not {out.get(name, value)!r}"
+                )
     return out
 
 

@@ -27,7 +27,7 @@ from controlplane.store.ledger_store import StoreError
 from controlplane.store.models import CheckpointRow, ServerKeyRow
 from tests.cli.helpers import cli_env, invoke, ok, run_json
 from tests.utils.databases import make_settings
-from tests.utils.server import LiveServer
+from tests.utils.server import LiveServer, live_server
 
 
 def _server_side_env(cp: ControlPlane, tmp_path: Path) -> dict[str, str | None]:
@@ -152,6 +152,34 @@ def test_replica_with_a_stale_key_file_refuses_to_sign(db_url: str, tmp_path: Pa
         stale_file.write_bytes(settings.resolved_signing_key_file.read_bytes())
         _add_principals(replica, "dave")  # the new key file in place: it follows
         assert check_database(first.store).ok
+    finally:
+        replica.close()
+        first.close()
+
+
+def test_a_stale_replica_answers_503_over_http_and_records_nothing(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Clients of a replica that cannot sign get a retryable 503 problem, never a 500."""
+    settings = make_settings(db_url, tmp_path / "a")
+    first = ControlPlane(settings)
+    first.init()
+    replica_settings = make_settings(db_url, tmp_path / "b", signing_key_file=tmp_path / "s.pem")
+    shutil.copy(settings.resolved_signing_key_file, replica_settings.resolved_signing_key_file)
+    replica_settings.admin_token_file.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(settings.admin_token_file, replica_settings.admin_token_file)
+    replica = ControlPlane(replica_settings)
+    try:
+        first.rotate_server_key("test")
+        with first.db.read() as session:
+            size = first.store.size(session)
+        with live_server(replica) as server, server.admin() as http:
+            answer = http.post("/v1/principals", json={"id": "dave", "kind": "user"})
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["content-type"].startswith("application/problem+json")
+        assert "nothing was recorded" in answer.json()["detail"]
+        with first.db.read() as session:
+            assert first.store.size(session) == size
     finally:
         replica.close()
         first.close()

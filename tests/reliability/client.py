@@ -7,7 +7,8 @@ sign-off statement builder an approver's machine uses, and talks HTTP only.
 
 Roles:
 - ``registrar``: registers policy versions and opens a ``candidate`` request for each on two
-  replicas at once (a deliberate duplicate: exactly one may be opened);
+  replicas at once (a deliberate duplicate: exactly one may be opened); and registers one
+  version of a ``shared`` artifact (all registrars share it) on two replicas at once;
 - ``approver``: signs off every open request it sees, racing the other approvers;
 - ``runner``: claims the next job with its data contract until the queue is empty;
 - ``appender``: registers versions as fast as it can (the crash test's storm); it survives
@@ -27,6 +28,7 @@ import sys
 import threading
 import time
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -70,13 +72,21 @@ def _clients(config: dict[str, Any]) -> list[httpx.Client]:
     return [httpx.Client(base_url=url, headers=headers, timeout=30) for url in config["urls"]]
 
 
-def _register(http: httpx.Client, config: dict[str, Any], n: int, rec: Recorder) -> Any:
-    name = config["name"]
+def _body(name: str, n: int) -> dict[str, str]:
     seed = f"{name}/{n}/{time.time_ns()}"
-    body = {
-        "digest": "sha256:" + hashlib.sha256(seed.encode()).hexdigest(),
-        "uri": f"s3://storm/{seed}",
-    }
+    return {"digest": "sha256:" + hashlib.sha256(seed.encode()).hexdigest(), "uri": f"s3://{seed}"}
+
+
+def _register(
+    http: httpx.Client,
+    config: dict[str, Any],
+    n: int,
+    rec: Recorder,
+    name: str | None = None,
+    body: dict[str, str] | None = None,
+) -> Any:
+    name = name or config["name"]
+    body = body or _body(name, n)
     response = http.post(
         f"/v1/projects/{config['project']}/artifacts/policy/{name}/versions", json=body
     )
@@ -91,14 +101,30 @@ def _register(http: httpx.Client, config: dict[str, Any], n: int, rec: Recorder)
             version=version["version"],
         )
         return version
+    if response.status_code == 200:  # the identical latest version, registered before
+        version = response.json()
+        rec.ack("same", version["ledger_seq"], ref=version["ref"], digest=version["digest"])
     return None
+
+
+def _at_once(*calls: Any) -> None:
+    threads = [threading.Thread(target=call) for call in calls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def registrar(config: dict[str, Any], rec: Recorder, deadline: float) -> None:
     clients = _clients(config)
+    pair = [clients[0], clients[-1]]  # two replicas when there are two
     n = 0
     while time.monotonic() < deadline:
         n += 1
+        # the very same registration of a shared artifact on two replicas at once: one
+        # creates a version, the other gets it back (unless another registrar came between)
+        same = _body("shared", n)
+        _at_once(*(partial(_register, http, config, n, rec, "shared", same) for http in pair))
         version = _register(clients[n % len(clients)], config, n, rec)
         if version is None:
             continue
@@ -117,12 +143,7 @@ def registrar(config: dict[str, Any], rec: Recorder, deadline: float) -> None:
                 opened = response.json()
                 rec.ack("request", opened["id"], ref=opened["ref"])
 
-        pair = [clients[0], clients[-1]]  # two replicas when there are two
-        threads = [threading.Thread(target=open_on, args=(http,)) for http in pair]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        _at_once(*(partial(open_on, http) for http in pair))
 
 
 def approver(config: dict[str, Any], rec: Recorder, deadline: float) -> None:

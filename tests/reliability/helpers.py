@@ -357,6 +357,7 @@ def assert_sound(cp: ControlPlane, url: str, token: str, state: Path) -> list[di
 def assert_acks_recorded(ledger: list[dict[str, Any]], acks: list[dict[str, Any]]) -> None:
     """Every acknowledged action is the entry at the seq the client was told."""
     expected = {"register": "artifact.version_registered", "request": "promotion.requested"}
+    expected["same"] = "artifact.version_registered"  # the identical version, returned
     expected |= {"signoff": "promotion.signed_off", "claim": "job.claimed"}
     for ack in acks:
         entry = ledger[ack["seq"]]
@@ -365,6 +366,8 @@ def assert_acks_recorded(ledger: list[dict[str, Any]], acks: list[dict[str, Any]
         if "ref" in ack:
             ref = f"{subject['kind']}/{subject['name']}@{subject.get('version')}"
             assert ref == ack["ref"], (ack, entry)
+        if "digest" in ack:
+            assert entry["payload"]["digest"] == ack["digest"], (ack, entry)
         if "job_id" in ack:
             assert subject == {"project": PROJECT, "kind": "job", "name": str(ack["job_id"])}
         if "request_id" in ack:

@@ -6,8 +6,10 @@ checkpoint after the backup refuses it, whether it is shorter or has grown past 
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -21,6 +23,8 @@ from controlplane.store.integrity import check_database
 from tests.reliability import helpers as h
 from tests.utils.databases import postgres_database
 
+pytestmark = pytest.mark.slow  # real server and client processes
+
 APPENDERS = 2
 
 
@@ -31,6 +35,12 @@ def _libpq(url: str) -> list[str]:
         *("-h", parts.hostname or "127.0.0.1", "-p", str(parts.port or 5432)),
         *("-U", parts.username or "postgres", "-d", parts.path.lstrip("/")),
     ]
+
+
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """The ``controlplane`` command, as an operator runs it."""
+    command = [str(Path(sys.executable).with_name("controlplane")), *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
 
 
 def _register(http: httpx.Client, name: str, n: int) -> int:
@@ -116,16 +126,29 @@ def _check_restored(
 
         server = h.start_server(running, settings, tmp_path / "restored")
         h.wait_ready(server)
-        # the operator's check after a restore: everything verifies, on its own terms
+        # the operator's check after a restore, as the README gives it: the database itself,
+        # then a client verifying what the restored server serves
         database = check_database(cp.store)
         assert database.ok, database.problems
-        fresh = h.verify_over_http(server.url, token, tmp_path / "fresh-state.json")
-        assert fresh.ok, fresh.problems
-        backup_size = fresh.size
+        env = h.server_env(settings, tmp_path / "restored")
+        checked = _cli(env, "verify", "--database", "--json")
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        client = _cli(
+            env,
+            *("verify", "--json", "--url", server.url, "--token", token),
+            *("--state", str(tmp_path / "fresh-state.json")),
+        )
+        assert client.returncode == 0, client.stdout + client.stderr
+        backup_size = int(json.loads(client.stdout)["size"])
         assert 5 < backup_size < pinned_size
 
         # the client pinned after the backup refuses the shorter ledger, and keeps its pin
         before = pinned.read_text()
+        refused = _cli(
+            env, *("verify", "--url", server.url, "--token", token, "--state", str(pinned))
+        )
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert "rolled back" in refused.stdout + refused.stderr
         rolled_back = h.verify_over_http(server.url, token, pinned)
         assert not rolled_back.ok
         assert any("truncated or rolled back" in p for p in rolled_back.problems), (

@@ -18,6 +18,8 @@ from controlplane.store.integrity import check_database
 from tests.reliability import helpers as h
 from tests.utils.databases import KINDS, database_url
 
+pytestmark = pytest.mark.slow  # real server and client processes
+
 APPENDERS = 4
 KILL_AT = 40  # entries appended by the storm before the kill
 AFTER = 20  # and after the restart
