@@ -191,9 +191,10 @@ def start_client(running: Processes, directory: Path, label: str, config: dict[s
 
 
 def appenders(
-    running: Processes, directory: Path, url: str, who: list[Actor], stop: Path
+    running: Processes, directory: Path, url: str | list[str], who: list[Actor], stop: Path
 ) -> list[Client]:
-    """One ``appender`` client per actor, registering versions until ``stop`` exists."""
+    """One ``appender`` client per actor, registering versions until ``stop`` exists (on each
+    of the ``url`` replicas in turn)."""
     return [
         start_client(
             running,
@@ -201,7 +202,7 @@ def appenders(
             f"appender-{n}",
             {
                 "role": "appender",
-                "urls": [url],
+                "urls": [url] if isinstance(url, str) else url,
                 "token": actor.token,
                 "project": PROJECT,
                 "name": actor.id,

@@ -96,3 +96,38 @@ def test_kill_9_mid_storm_loses_nothing_acknowledged(kind: str, tmp_path: Path) 
     assert all(seq < len(crashed) for seq in unacknowledged), sorted(unacknowledged)
     lost = sum(n for r in results for k, n in r["statuses"].items() if not k.endswith(":201"))
     assert lost > 0, "no client noticed the crash: the kill came too late or too early"
+
+
+def test_kill_9_of_one_replica_leaves_the_other_appending(tmp_path: Path) -> None:
+    """Two replicas on PostgreSQL; one dies mid-append holding the ledger lock. The lock dies
+    with its connection, so the survivor appends on at once, and the chain stays whole."""
+    with database_url("postgresql", tmp_path) as url, h.processes() as running:
+        settings = h.settings_for(url, tmp_path)
+        cp = ControlPlane(settings)
+        try:
+            cp.init()
+            engineers = [h.person(cp, f"eng{i}", "engineer") for i in range(APPENDERS)]
+            token = settings.admin_token_file.read_text().strip()
+            doomed, survivor = (
+                h.start_server(running, settings, tmp_path / f"replica-{n}") for n in range(2)
+            )
+            h.wait_ready(doomed, survivor)
+            stop = tmp_path / "stop"
+            urls = [doomed.url, survivor.url]
+            clients = h.appenders(running, tmp_path / "clients", urls, engineers, stop)
+            start = h.size(cp)
+            h.wait_for(lambda: h.size(cp) >= start + KILL_AT, 60, "the storm to start")
+            h.kill9(doomed)
+            killed_at = h.size(cp)
+            h.wait_for(lambda: h.size(cp) >= killed_at + AFTER, 30, "the survivor to append")
+            stop.touch()
+            results = h.wait_clients(clients, timeout=60)
+            ledger = h.assert_sound(cp, survivor.url, token, tmp_path / "verify-state.json")
+            with cp.db.read() as session:
+                latest = cp.store.latest_checkpoint(session)
+                assert latest is not None and latest.tree_size == len(ledger)
+        finally:
+            cp.close()
+    acks = [ack for result in results for ack in result["acks"]]
+    h.assert_acks_recorded(ledger, acks)
+    assert any(ack["seq"] >= killed_at for ack in acks)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, status
 
-from controlplane import names
+from controlplane import clock, names
 from controlplane.api.deps import CP, Caller, ReadSession
 from controlplane.api.schemas import KeyRegister, KeyRevoke, Reason, RequestCreate, Signoff
 from controlplane.errors import InvalidInput
@@ -89,7 +89,7 @@ def get_request(request_id: int, cp: CP, session: ReadSession, caller: Caller) -
     """A request with its sign-offs, what quorum still needs, and the statement to sign."""
     request = _request_for(cp, session, caller, request_id, "read")
     request["statement_template"] = statements.statement(
-        request, caller.id, "approve", "", datetime.now(UTC)
+        request, caller.id, "approve", "", clock.now()
     )
     return request
 
