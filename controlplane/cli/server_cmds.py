@@ -152,7 +152,10 @@ def _serve_api(
 
     from controlplane.api.app import create_app
     from controlplane.core import ControlPlane
+    from controlplane.ops.logs import configure_server_logging
 
+    # one JSON line per request with its request id (CONTROLPLANE_LOG_FORMAT=text for humans)
+    logging_options = configure_server_logging(settings.log_format, settings.log_level)
     cp = ControlPlane(settings)
     result = cp.init()
     token = result.admin_token
@@ -181,10 +184,10 @@ def _serve_api(
             host=settings.host,
             port=settings.port,
             workers=workers,
-            log_level="info",
+            **logging_options,
         )
         return
-    uvicorn.run(create_app(cp=cp), host=settings.host, port=settings.port, log_level="info")
+    uvicorn.run(create_app(cp=cp), host=settings.host, port=settings.port, **logging_options)
 
 
 DASHBOARD_APP = REPO_ROOT / "dashboard" / "app.py"
