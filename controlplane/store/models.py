@@ -385,3 +385,46 @@ class ContentBlobRow(SQLModel, table=True):
     data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     created_by: str = Field(sa_column=Column(String(100), nullable=False))
     created_at: datetime = Field(sa_column=_tz())
+
+
+class OutboxCursorRow(SQLModel, table=True):
+    """How far a background sweep has read the ledger: operational, NOT a projection.
+
+    One row per consumer (``webhook:<receiver>``, ``alerts``). A sweep reads the entries after
+    ``last_seq``, does its work and advances the cursor in the same transaction, so a crash
+    between a ledger commit and the sweep loses nothing (see ``controlplane/webhooks``).
+    """
+
+    __tablename__ = "outbox_cursors"
+    __table_args__ = {"info": {"projection": False}}
+
+    consumer: str = Field(sa_column=Column(String(300), primary_key=True))
+    last_seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+    updated_at: datetime = Field(sa_column=_tz())
+
+
+class WebhookDeliveryRow(SQLModel, table=True):
+    """One ledger entry to POST to one receiver: operational delivery state, NOT a projection.
+
+    ``state`` is pending (``next_attempt_at`` says when; ``lease_until`` is set while a
+    deliverer holds it), delivered, or failed (gave up after the configured maximum age).
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("receiver", "seq"),
+        Index("ix_webhook_deliveries_due", "state", "next_attempt_at"),
+        {"info": {"projection": False}},
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True))
+    receiver: str = Field(sa_column=Column(String(300), nullable=False))
+    seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+    action: str = Field(sa_column=Column(String(100), nullable=False))
+    state: str = Field(sa_column=Column(String(20), nullable=False))
+    attempts: int = Field(sa_column=Column(Integer, nullable=False))
+    created_at: datetime = Field(sa_column=_tz())
+    next_attempt_at: datetime = Field(sa_column=_tz())
+    lease_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    delivered_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
