@@ -178,6 +178,48 @@ class Settings(BaseSettings):
         default=10, ge=1, description="Timeout of one MLflow REST call."
     )
 
+    # -- outgoing webhooks (controlplane/webhooks) and alert rules ----------------------------
+    webhook_urls: list[str] = Field(
+        default_factory=list,
+        description='Receivers of governance events (JSON list, e.g. ["https://hooks/x"]); '
+        "empty: no webhooks. Each gets every matching ledger entry, at least once.",
+    )
+    webhook_secret: str | None = Field(
+        default=None,
+        description="HMAC-SHA-256 key of X-Controlplane-Signature (required with webhook_urls).",
+    )
+    webhook_events: list[str] = Field(
+        default_factory=lambda: [
+            "promotion.*",
+            "stage.changed",
+            "signoff.*",
+            "contract.*",
+            "job.*",
+            "access.denied",
+            "alert.*",
+        ],
+        description="Ledger actions delivered (shell-style patterns).",
+    )
+    webhook_retry_base_seconds: float = Field(
+        default=2.0, gt=0, description="First retry delay; doubles per attempt (with jitter)."
+    )
+    webhook_retry_max_seconds: float = Field(
+        default=600.0, gt=0, description="Longest delay between two attempts."
+    )
+    webhook_max_age_seconds: float = Field(
+        default=3 * 86_400,
+        gt=0,
+        description="A delivery still failing this long after it was queued is marked failed "
+        "(kept in webhook_deliveries and logged) instead of retried.",
+    )
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, description="Timeout of one POST.")
+    webhook_lease_seconds: int = Field(
+        default=60, ge=1, description="How long a replica holds a claimed delivery."
+    )
+    webhook_poll_seconds: float = Field(
+        default=5.0, gt=0, description="The worker's idle wait between outbox rounds."
+    )
+
     @property
     def resolved_mlflow_tracking_uri(self) -> str:
         if self.mlflow_tracking_uri:

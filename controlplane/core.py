@@ -29,6 +29,7 @@ from controlplane.crypto.keys import (
     restore_private_key,
 )
 from controlplane.errors import Conflict
+from controlplane.governance.alerts import AlertMonitor, load_rules
 from controlplane.governance.rules import RuleSet
 from controlplane.governance.service import GovernanceService
 from controlplane.integrations.mlflow.mirror import MlflowMirror
@@ -45,6 +46,7 @@ from controlplane.store import migrate
 from controlplane.store.database import Database
 from controlplane.store.ledger_store import LedgerStore, Signer, Transaction
 from controlplane.store.models import LedgerEntryRow, PrincipalRow, ServerKeyRow
+from controlplane.webhooks.outbox import WebhookOutbox
 
 BOOTSTRAP_ADMIN = "admin"
 
@@ -77,6 +79,14 @@ class ControlPlane:
             self.store.listeners.append(self.witness.on_commit)
         if settings.mlflow_enabled:  # mirror reward models and policies after each commit
             self.store.listeners.append(self.mirror.on_commit)
+        # alert rules (fail closed at start), then the webhook outbox wake-up (see webhooks/)
+        self.alert_monitor = AlertMonitor(
+            self.store, load_rules(settings.policies_dir / "alerts.yaml")
+        )
+        self.store.listeners.append(self.alert_monitor.on_commit)
+        self.webhooks = WebhookOutbox(settings, self.store, self.alert_monitor.process)
+        if self.webhooks.enabled:
+            self.store.listeners.append(self.webhooks.on_commit)
 
     @property
     def signer(self) -> Signer:
@@ -290,6 +300,7 @@ class ControlPlane:
             )
 
     def close(self) -> None:
+        self.webhooks.close()
         if "mirror" in self.__dict__:  # stop its worker thread, if it started one
             self.mirror.close()
         self.db.dispose()

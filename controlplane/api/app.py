@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from controlplane import __version__
 from controlplane.api import observability, problems
 from controlplane.api.limits import BodyLimit, RejectNul
+from controlplane.api.routers import alerts as alert_routes
 from controlplane.api.routers import artifacts, governance, health, ledger, principals
 from controlplane.api.routers import contracts as contract_routes
 from controlplane.api.routers import jobs as job_routes
@@ -28,7 +29,13 @@ def create_app(settings: Settings | None = None, cp: ControlPlane | None = None)
         # MLflow catch-up: everything now, then periodically (a worker thread; off at 0 s)
         background = plane.settings.mlflow_enabled and plane.mirror.start_background()
         operations.start()
+        # alerts: judge evaluations committed while no server ran; then the webhook worker
+        # (sweeps the ledger into the outbox and delivers; it also re-runs the alert catch-up)
+        plane.alert_monitor.process()
+        webhooks = plane.webhooks.start()
         yield
+        if webhooks:
+            plane.webhooks.stop()
         operations.stop()
         if background:
             plane.mirror.stop_background()
@@ -50,6 +57,7 @@ def create_app(settings: Settings | None = None, cp: ControlPlane | None = None)
     app.include_router(contract_routes.router)
     app.include_router(job_routes.router)
     app.include_router(mlflow_routes.router)
+    app.include_router(alert_routes.router)
     app.add_middleware(BodyLimit, max_bytes=plane.settings.max_body_bytes)
     app.add_middleware(RejectNul)
     # last, so outermost: request ids, access log, metrics (and /metrics)

@@ -6,6 +6,7 @@ Internal exception text is never echoed on a 500.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -77,13 +78,27 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers or None)
 
 
+_CHOICES = re.compile(r"\^\(([A-Za-z0-9_]+(?:\|[A-Za-z0-9_]+)+)\)\$")
+
+
+def _message(error: Any) -> str:
+    """Pydantic's message, except that a choice written as a ``^(a|b)$`` pattern is said in
+    words ("must be one of a, b"): the regular expression means nothing to a CLI user."""
+    pattern = (error.get("ctx") or {}).get("pattern")
+    if error.get("type") == "string_pattern_mismatch" and isinstance(pattern, str):
+        choices = _CHOICES.fullmatch(pattern)
+        if choices:
+            return "must be one of " + ", ".join(choices.group(1).split("|"))
+    return str(error.get("msg", ""))
+
+
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     out = []
     for error in exc.errors():
         out.append(
             {
                 "loc": [str(part) for part in error.get("loc", ())],
-                "msg": str(error.get("msg", "")),
+                "msg": _message(error),
                 "type": str(error.get("type", "")),
             }
         )
@@ -128,13 +143,13 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StoreError)
     async def _store(request: Request, exc: StoreError) -> JSONResponse:
         # A damaged tree or a replica holding a retired signing key: nothing was written, the
-        # operator must act (the log says what); the client may retry later.
+        # operator must act; the client may retry later.
         log.error("ledger store refused a write on %s: %s", request.url.path, exc)
         return problem(
             503,
             "Service unavailable",
-            "the ledger cannot be written on this replica right now; nothing was recorded "
-            "(the server's log says why)",
+            # our own message (a damaged tree, a retired signing key): an auditor needs it
+            f"the ledger store cannot serve this request: {exc}; nothing was recorded",
             "ledger-unavailable",
             request,
         )

@@ -11,6 +11,7 @@ import typer
 from controlplane import __version__
 from controlplane.cli import (
     admin_cmds,
+    alert_cmds,
     contract_cmds,
     demo_cmds,
     governance_cmds,
@@ -77,6 +78,7 @@ app.command("withdraw")(governance_cmds.withdraw)
 app.command("rollback")(governance_cmds.rollback)
 app.command("retire")(governance_cmds.retire)
 app.command("status")(governance_cmds.status)
+app.command("alerts")(alert_cmds.alerts)
 app.add_typer(mlflow_cmds.mlflow_app, name="mlflow")
 app.add_typer(contract_cmds.contract_app, name="contract")
 app.add_typer(contract_cmds.annotator_app, name="annotator")

@@ -2,16 +2,20 @@
 
 The progress bar is drawn on stderr, so ``--json`` output on stdout stays clean. Ctrl-C stops
 gracefully: a job in progress is released (``job.released`` in the ledger) and goes back to
-the queue at once.
+the queue at once. SIGTERM (``kill``, ``docker stop``, systemd) stops it the same way.
 
 Exit codes: 0 done (with ``--once``: the job succeeded); 1 the job failed (for example its
 input bytes did not match their digests); 3 a contract was refused; 4 ``--once`` took no job
-before ``--max-idle``; 5 the claim was lost (lease expired, job cancelled); 130 interrupted.
+before ``--max-idle``; 5 the claim was lost (lease expired, job cancelled); 130 interrupted
+(Ctrl-C), 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import signal
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
@@ -42,6 +46,33 @@ from controlplane.runners.sdk import ContractRefused, Presented, RunnerClient
 runner_app = typer.Typer(help="Run training jobs on this machine as a runner principal.")
 
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, what shells report for a terminated process
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into the interrupt the runner already handles by releasing its job."""
+
+
+@contextmanager
+def _sigterm_stops_gracefully() -> Iterator[None]:
+    """While the block runs, SIGTERM raises :class:`_Terminated` in the main thread.
+
+    Without it a stopped container or service lost its job until the lease expired (the
+    default SIGTERM action ends the process with no release). Signal handlers can only be set
+    from the main thread; elsewhere (an embedding application) nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(_signum: int, _frame: object) -> None:
+        raise _Terminated()
+
+    previous = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class _Bar:
@@ -163,7 +194,8 @@ def start(
     """Poll for jobs, claim them with a data contract, fetch and check the inputs, train,
     and report the outputs (registered with lineage) or the failure.
 
-    Ctrl-C releases the job in progress. With --once the exit code says how the job went:
+    Ctrl-C or SIGTERM releases the job in progress (exit 130 or 143). With --once the exit
+    code says how the job went:
     0 succeeded, 1 failed (the reason is recorded), 3 the contract was refused, 4 no job the
     contract covers was queued, 5 the lease was lost.
     """
@@ -198,9 +230,10 @@ def start(
         try:
             if progress is not None:
                 progress.start()
-            outcomes = runner.run(once=once, max_idle=max_idle)
-        except KeyboardInterrupt:
-            code = EXIT_INTERRUPTED
+            with _sigterm_stops_gracefully():
+                outcomes = runner.run(once=once, max_idle=max_idle)
+        except KeyboardInterrupt as exc:
+            code = EXIT_TERMINATED if isinstance(exc, _Terminated) else EXIT_INTERRUPTED
             err.print("stopped: the job in progress, if any, was released", markup=False)
         except ContractRefused as exc:
             if progress is not None:

@@ -18,7 +18,7 @@ from controlplane.client.api import ApiClient
 from controlplane.contracts.audit import ContractAuditor
 from controlplane.governance.audit import SignoffAuditor
 from controlplane.ledger import merkle
-from controlplane.ledger.checkpoint import Checkpoint, NoteVerifier
+from controlplane.ledger.checkpoint import Checkpoint, NoteVerifier, split_note
 from controlplane.ledger.entry import Entry
 from controlplane.ledger.errors import ChainError, LedgerError, SignatureError
 from controlplane.ledger.verify import (
@@ -189,7 +189,8 @@ def verify_server(
     report.problems[:0] = seed.problems
     if report.first_bad_seq is None and seed.first_bad_seq is not None:
         report.first_bad_seq = seed.first_bad_seq
-    if pinned is not None:
+    # a consistency proof to an altered size or root would only fail less clearly
+    if _check_served_checkpoint(latest, report) and pinned is not None:
         _check_consistency(client, pinned, latest, report)
     if report.ok and report.size != size:
         report.fail(f"the checkpoint covers {size} entries but {report.size} were served")
@@ -201,6 +202,25 @@ def verify_server(
             Pinned(size, latest["root_hash"], latest["note"], [str(v) for v in verifiers]),
         )
     return report
+
+
+def _check_served_checkpoint(latest: dict[str, Any], report: VerificationReport) -> bool:
+    """``tree_size`` and ``root_hash`` are served beside the signed note, unsigned, and the
+    size decides how many entries are verified and the root is what gets pinned: both must be
+    what the note says (its signature is checked with the other notes)."""
+    try:
+        signed = Checkpoint.parse_body(split_note(latest["note"])[0])
+    except LedgerError:
+        return True  # rejected, and named, by the signature check
+    served = (int(latest["tree_size"]), str(latest["root_hash"]))
+    if served != (signed.size, signed.root_hash.hex()):
+        report.fail(
+            f"the latest checkpoint is served as size {served[0]}, root {served[1]} but its "
+            f"signed note says size {signed.size}, root {signed.root_hash.hex()}: the "
+            "checkpoint row was altered"
+        )
+        return False
+    return True
 
 
 def _check_consistency(

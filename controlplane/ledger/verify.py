@@ -148,7 +148,7 @@ def open_checkpoints(
         try:
             checkpoint = Checkpoint.open(note, verifiers)
         except LedgerError as exc:
-            report.fail(f"checkpoint rejected: {exc}")
+            report.fail(f"checkpoint rejected{_claimed_size(note)}: {exc}")
             continue
         if checkpoint.origin != origin:
             report.fail(f"checkpoint origin {checkpoint.origin!r} is not {origin!r}")
@@ -161,6 +161,14 @@ def open_checkpoints(
         if signed_by is not None:
             signed_by.append((checkpoint.size, checkpoint_signers(note, verifiers)))
     return roots
+
+
+def _claimed_size(note: str) -> str:
+    """`` (size N)`` as a rejected note claims it, to say which checkpoint failed."""
+    try:
+        return f" (size {Checkpoint.parse_body(split_note(note)[0]).size})"
+    except (LedgerError, AttributeError, TypeError):
+        return ""
 
 
 def checkpoint_signers(note: str, verifiers: list[NoteVerifier]) -> set[str]:

@@ -678,15 +678,28 @@ class JobService:
     def cancel(
         self, caller: Principal, job_id: int, reason: str | None, *, is_admin: bool
     ) -> dict[str, Any]:
-        """Cancel a queued or claimed job: only who queued it, or an admin."""
+        """Cancel a queued or claimed job: only who queued it, or an admin.
+
+        Someone else's attempt is refused and recorded (``access.denied``, like every refused
+        attempt to change something), in a transaction of its own before the 403.
+        """
         outcome = _Outcome()
+        with self.store.db.read() as session:  # who queued a job never changes
+            job = self._row(session, job_id)
+            project, queued_by = job.project, job.queued_by
+        if queued_by != caller.id and not is_admin:
+            detail = f"only {queued_by} (who queued job {job_id}) or an admin may cancel it"
+            with self.store.transaction() as tx:
+                tx.append(
+                    actor=caller.id,
+                    action="access.denied",
+                    subject=_subject(project, job_id),
+                    payload={"object": "jobs", "action": "cancel", "reason": detail},
+                )
+            raise Forbidden(detail)
         with self.store.transaction() as tx:
             tx.lock()
             job = self._row(tx.session, job_id)
-            if job.queued_by != caller.id and not is_admin:
-                raise Forbidden(
-                    f"only {job.queued_by} (who queued job {job_id}) or an admin may cancel it"
-                )
             if job.state not in ("queued", "claimed"):
                 raise Conflict(
                     f"job {job_id} is {job.state}; only queued or claimed jobs are cancelled"

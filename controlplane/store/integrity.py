@@ -25,19 +25,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, MetaData, Table, inspect, select
+from sqlalchemy import Connection, MetaData, Table, func, inspect, select
 from sqlalchemy.orm import Session
 from sqlmodel import SQLModel
 
 from controlplane.ledger import merkle
-from controlplane.ledger.checkpoint import NoteVerifier
+from controlplane.ledger.checkpoint import Checkpoint, NoteVerifier, split_note
 from controlplane.ledger.entry import Entry
 from controlplane.ledger.errors import LedgerError
 from controlplane.ledger.verify import VerificationReport, verify_ledger
 from controlplane.store import migrate, projector
 from controlplane.store.database import Database
 from controlplane.store.ledger_store import LedgerStore, entry_to_row
-from controlplane.store.models import LedgerEntryRow, MerkleNodeRow, ServerKeyRow
+from controlplane.store.models import (
+    CheckpointRow,
+    LedgerEntryRow,
+    MerkleNodeRow,
+    ServerKeyRow,
+)
 
 Progress = Callable[[str, int], None]
 _BATCH = 5000
@@ -57,6 +62,9 @@ NOT_PROJECTIONS = frozenset(
         # operational state: lease renewals and content bytes, written without an entry
         "job_leases",
         "content_blobs",
+        # webhook outbox and sweep cursors (controlplane/webhooks): delivery state
+        "outbox_cursors",
+        "webhook_deliveries",
     }
 )
 _MAX_REFERENCE_DEPTH = 8
@@ -73,6 +81,7 @@ def check_database(
         report = verify_ledger(
             _checked_rows(session, store, progress), notes, verifiers, store.signer.origin
         )
+        _check_checkpoint_rows(session, report)
         if replay and report.ok:
             _check_projections(session, store, report, progress)
         _check_nodes(session, report, progress)
@@ -85,6 +94,42 @@ def _checked_rows(session: Session, store: LedgerStore, progress: Progress | Non
         if progress and count % 10_000 == 0:
             progress("entries", count)
         yield entry
+
+
+def _check_checkpoint_rows(session: Session, report: VerificationReport) -> None:
+    """The unsigned columns of each checkpoint row must say what its signed note says (the
+    API serves them beside the note), and the newest one must cover every entry: each
+    transaction that appends signs a checkpoint when it commits, so entries covered by none
+    mean the newest checkpoints were deleted (a client would be served the shorter ledger)."""
+    rows = session.execute(
+        select(CheckpointRow.tree_size, CheckpointRow.root_hash, CheckpointRow.note)
+        .order_by(CheckpointRow.tree_size)
+        .execution_options(yield_per=_BATCH)
+    )
+    newest = 0
+    for tree_size, root_hash, note in rows:
+        newest = max(newest, tree_size)
+        try:
+            signed = Checkpoint.parse_body(split_note(note)[0])
+        except LedgerError:
+            report.fail(f"checkpoint row for size {tree_size}: its note cannot be parsed")
+            continue
+        if signed.size != tree_size:
+            report.fail(
+                f"checkpoint row for size {tree_size}: the tree_size column differs from its "
+                f"signed note (size {signed.size})"
+            )
+        if signed.root_hash.hex() != root_hash:
+            report.fail(
+                f"checkpoint row for size {tree_size}: the root_hash column {root_hash} differs "
+                f"from its signed note ({signed.root_hash.hex()})"
+            )
+    if newest < report.size:
+        report.fail(
+            f"the newest checkpoint covers {newest} entries but the ledger holds {report.size}: "
+            f"seq {newest}..{report.size - 1} are under no signed checkpoint (checkpoints "
+            "deleted?)"
+        )
 
 
 def _check_nodes(session: Session, report: VerificationReport, progress: Progress | None) -> None:
@@ -104,6 +149,8 @@ def _check_nodes(session: Session, report: VerificationReport, progress: Progres
             continue  # the chain check already named this entry
         if stored is None or bytes(stored) != expected:
             report.fail("stored Merkle leaf does not match the entry", seq)
+    last = session.execute(select(func.max(LedgerEntryRow.seq))).scalar_one_or_none()
+    size = 0 if last is None else int(last) + 1
     level = 1
     while True:
         rows = session.execute(
@@ -112,7 +159,17 @@ def _check_nodes(session: Session, report: VerificationReport, progress: Progres
             .order_by(MerkleNodeRow.idx)
             .execution_options(yield_per=_BATCH)
         ).all()
-        if not rows:
+        # Every complete subtree of the tree has its node; a deleted one (even the top one,
+        # which no parent checks) leaves proofs through it unservable.
+        width = 1 << level
+        stored = {idx for idx, _ in rows}
+        for idx in range(size >> level):
+            if idx not in stored:
+                report.fail(
+                    f"stored Merkle node (level {level}, index {idx}) is missing: proofs for "
+                    f"seq {idx * width}..{(idx + 1) * width - 1} cannot be served"
+                )
+        if not rows and width > size:
             return
         children = dict(
             session.execute(

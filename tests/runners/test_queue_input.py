@@ -1,6 +1,8 @@
-"""What an engineer may queue, checked over HTTP: absurd or untrainable hyperparameters are a
-422 at queue time (nothing ledgered), and a claim presenting an over-long contract id is a
-422 too rather than a refusal that copies the string into the ledger.
+"""What an engineer may queue and cancel, checked over HTTP: absurd or untrainable
+hyperparameters are a 422 at queue time (nothing ledgered); a claim presenting an over-long
+contract id is a 422 too rather than a refusal that copies the string into the ledger; and
+cancelling someone else's job is refused *and recorded*, as the README promises of every
+refused attempt to change something (it was a bare 403).
 
 Found from outside: ``seed=-5`` was queued and then failed the job on the runner ("Seed must
 be between 0 and 2**32 - 1"), and ``max_steps=1e30`` was queued for a runner to train for
@@ -13,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from controlplane.store.integrity import check_database
 from tests.runners.helpers import Lab
 
 REFUSED = {
@@ -68,3 +71,24 @@ def test_untrainable_hyperparameters_are_refused_when_queued(lab: Lab) -> None:
         response = http.post(f"/v1/jobs/{job['id']}/claim", json={"contract": "c" * 5000})
     assert response.status_code == 422, response.text
     assert lab.size() == queued  # not a contract.rejected entry carrying 5000 characters
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_cancelling_someone_elses_job_is_refused_and_recorded(lab: Lab) -> None:
+    _, dataset = lab.approved_data("cancel")
+    job = lab.queue("reward_model", datasets=[dataset["ref"]])
+    other = lab.person("eng-2", "engineer")
+    before = lab.size()
+    with lab.http(other) as http:
+        response = http.post(f"/v1/jobs/{job['id']}/cancel", json={"reason": "not mine"})
+    assert response.status_code == 403, response.text
+    assert "only eng" in response.json()["detail"]
+    (denied,) = lab.entries(before)
+    assert denied["action"] == "access.denied" and denied["actor"] == "eng-2"
+    assert denied["subject"] == {"project": lab.project, "kind": "job", "name": str(job["id"])}
+    assert denied["payload"]["action"] == "cancel"
+    assert lab.job(job["id"])["state"] == "queued"
+    with lab.http(lab.eng) as http:  # who queued it still may
+        assert http.post(f"/v1/jobs/{job['id']}/cancel", json={}).status_code == 200
+    report = check_database(lab.cp.store)  # the projections still replay
+    assert report.ok, report.problems

@@ -432,6 +432,9 @@ MATRIX: dict[str, Builder] = {
     "GET /v1/projects/{project}/requests": each_project(
         lambda w, me, p: Cell("GET", f"/v1/projects/{p}/requests", read("requests", p))
     ),
+    "GET /v1/projects/{project}/alerts": each_project(
+        lambda w, me, p: Cell("GET", f"/v1/projects/{p}/alerts", read("requests", p))
+    ),
     "GET /v1/requests/{request_id}": _request("/v1/requests/{id}", lambda p: read("requests", p)),
     "POST /v1/requests/{request_id}/signoffs": _request(
         "/v1/requests/{id}/signoffs",

@@ -1,0 +1,1 @@
+"""Outgoing webhooks for governance events: a ledger-fed outbox, HMAC-signed, retried."""
