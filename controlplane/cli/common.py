@@ -99,6 +99,29 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def key_values(pairs: list[str] | None, json_file: Path | None, option: str) -> dict[str, Any]:
+    """A JSON object from ``--OPTION KEY=VALUE`` pairs over an optional JSON file.
+
+    Values are parsed as JSON when they are JSON (``3``, ``true``, ``[1]``), else kept as text,
+    so ``--param lr=0.1`` is a number and ``--meta team=rlhf`` a string.
+    """
+    values: dict[str, Any] = {}
+    if json_file is not None:
+        loaded = read_json(json_file)
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{json_file} must hold a JSON object")
+        values.update(loaded)
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{option} expects KEY=VALUE, got {pair!r}")
+        try:
+            values[key] = json.loads(value)
+        except ValueError:
+            values[key] = value
+    return values
+
+
 def read_json(path: Path) -> Any:
     """A JSON file given on the command line; a bad one is a ValueError naming the file."""
     try:

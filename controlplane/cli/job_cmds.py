@@ -19,32 +19,14 @@ from controlplane.cli.common import (
     client,
     fail,
     handle_errors,
+    key_values,
     out,
     print_json,
-    read_json,
 )
 from controlplane.registry.digests import digest_path
 from controlplane.runners.sdk import RunnerClient
 
 job_app = typer.Typer(help="Queue training jobs, follow them, cancel them, upload their inputs.")
-
-
-def _params(pairs: list[str] | None, params_file: Path | None) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    if params_file is not None:
-        loaded = read_json(params_file)
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{params_file} must hold a JSON object")
-        values.update(loaded)
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--param expects KEY=VALUE, got {pair!r}")
-        try:
-            values[key] = json.loads(value)
-        except ValueError:
-            values[key] = value
-    return values
 
 
 def _summary(job: dict[str, Any]) -> str:
@@ -138,7 +120,7 @@ def queue(
     body: dict[str, Any] = {
         "trainer": trainer,
         "datasets": dataset,
-        "hyperparameters": _params(param, params_file),
+        "hyperparameters": key_values(param, params_file, "--param"),
     }
     for key, value in (
         ("rubric", rubric),

@@ -21,31 +21,13 @@ from controlplane.cli.common import (
     client,
     fail,
     handle_errors,
+    key_values,
     out,
     print_json,
-    read_json,
 )
 from controlplane.client.api import ApiError
 from controlplane.registry.digests import digest_path
 from controlplane.registry.refs import KINDS, RELATIONS
-
-
-def _parse_meta(pairs: list[str] | None, metadata_file: Path | None) -> dict[str, Any]:
-    meta: dict[str, Any] = {}
-    if metadata_file is not None:
-        loaded = read_json(metadata_file)
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{metadata_file} must hold a JSON object")
-        meta.update(loaded)
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--meta expects KEY=VALUE, got {pair!r}")
-        try:
-            meta[key] = json.loads(value)
-        except ValueError:
-            meta[key] = value
-    return meta
 
 
 def artifact_path(project: str, kind: str, name: str) -> str:
@@ -123,7 +105,7 @@ def register(
         for ref in given[relation] or []:
             lineage.append({"relation": relation, "ref": ref})
     body: dict[str, Any] = {
-        "metadata": _parse_meta(meta, metadata_file),
+        "metadata": key_values(meta, metadata_file, "--meta"),
         "lineage": lineage,
     }
     resolved = path.resolve()
