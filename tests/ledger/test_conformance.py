@@ -37,6 +37,8 @@ def candidate_dirs() -> list[Path]:
     candidates.append(here.parents[3] / RELATIVE)
     # Robustness for other checkouts (worktrees, CI): any ancestor's shared/ directory.
     candidates += [parent / RELATIVE for parent in here.parents]
+    # The copy kept in the repository, so a clone anywhere runs every vector.
+    candidates.append(here.parents[1] / "conformance" / "rfc6962")
     return candidates
 
 
