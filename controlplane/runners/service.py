@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from controlplane import clock, names
 from controlplane.authz.service import SYSTEM_ACTOR, Principal
+from controlplane.contracts.service import ContractDecision
 from controlplane.crypto.dsse import EnvelopeError, parse_envelope
 from controlplane.errors import Conflict, ControlPlaneError, Forbidden, InvalidInput, NotFound
 from controlplane.ledger.canonical import canonical_json
@@ -68,15 +69,9 @@ class ClaimRefused(ControlPlaneError):
     code = "contract-rejected"
 
 
-class ContractDecisionLike(Protocol):
-    contract_id: str | None
-    accepted: bool
-    reason: str | None
-    envelope_digest: str | None
-    code: str | None
-
-
 class ContractChecker(Protocol):
+    """What the queue needs of :class:`controlplane.contracts.service.ContractService`."""
+
     def check_for_job(
         self,
         session: Session,
@@ -86,7 +81,7 @@ class ContractChecker(Protocol):
         purpose: str,
         consumer: str,
         project: str,
-    ) -> ContractDecisionLike: ...
+    ) -> ContractDecision: ...
 
 
 @dataclass
