@@ -6,12 +6,12 @@ children (so proofs are honest), that the index columns copied from subjects mat
 that the projection tables are exactly what a replay of the ledger produces.
 
 The replay comparison is generic: every table the migrations create is a projection and is
-compared row for row, except the tables named in :data:`NOT_PROJECTIONS` and any table or
-column whose model says otherwise with ``info={"projection": False}`` (a table through
-``__table_args__ = {"info": {"projection": False}}``, a column through
-``Column(..., info={"projection": False})``). A table added by a later migration is covered
-without touching this module. Surrogate keys (autoincrement integer ids, which differ between
-databases) are left out, and a foreign key to one is replaced by the referenced row itself.
+compared row for row, except the tables named in :data:`NOT_PROJECTIONS` (the one list of
+them, so a review sees every exclusion in one place) and any column whose model says
+``Column(..., info={"projection": False})``. A projection table added by a later migration
+is covered without touching this module. Surrogate keys (autoincrement integer ids, which
+differ between databases) are left out, and a foreign key to one is replaced by the
+referenced row itself.
 """
 
 from __future__ import annotations
@@ -265,7 +265,7 @@ def _plans(connection: Connection) -> tuple[dict[str, _Plan], dict[str, Table]]:
             surrogate=None if surrogate is None else surrogate.name,
             skipped=frozenset(skipped),
             references=references,
-            compared=name not in NOT_PROJECTIONS and table.info.get("projection") is not False,
+            compared=name not in NOT_PROJECTIONS,
         )
     return plans, tables
 

@@ -395,8 +395,7 @@ class OutboxCursorRow(SQLModel, table=True):
     between a ledger commit and the sweep loses nothing (see ``controlplane/webhooks``).
     """
 
-    __tablename__ = "outbox_cursors"
-    __table_args__ = {"info": {"projection": False}}
+    __tablename__ = "outbox_cursors"  # in store/integrity.py NOT_PROJECTIONS
 
     consumer: str = Field(sa_column=Column(String(300), primary_key=True))
     last_seq: int = Field(sa_column=Column(BigInteger, nullable=False))
@@ -414,8 +413,7 @@ class WebhookDeliveryRow(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("receiver", "seq"),
         Index("ix_webhook_deliveries_due", "state", "next_attempt_at"),
-        {"info": {"projection": False}},
-    )
+    )  # in store/integrity.py NOT_PROJECTIONS
 
     id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True))
     receiver: str = Field(sa_column=Column(String(300), nullable=False))
