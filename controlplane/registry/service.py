@@ -12,7 +12,7 @@ from contextlib import nullcontext
 from datetime import UTC
 from typing import Any
 
-from sqlalchemy import func, literal, select
+from sqlalchemy import func, literal, select, text
 from sqlalchemy.orm import Session
 
 from controlplane import clock, names
@@ -36,9 +36,19 @@ from controlplane.store.models import (
 MAX_METADATA_BYTES = 256 * 1024
 MAX_LINEAGE_EDGES = 1000
 MAX_METADATA_DEPTH = 32
+_INDEX_WALK_SETTINGS = ("jit", "enable_hashjoin", "enable_mergejoin")
+"""PostgreSQL planner settings turned off for a lineage walk (see ``RegistryService._walk``)."""
 
 
-def _version_dict(row: ArtifactVersionRow, lineage: list[dict[str, Any]] | None = None) -> dict:
+def _version_dict(
+    row: Any,
+    lineage: list[dict[str, Any]] | None = None,
+    *,
+    metadata: bool = True,
+) -> dict:
+    """The API's view of a version (an ORM row or a column row with the same names);
+    ``metadata=False`` for listings that leave it out (the
+    column is then not loaded at all: metadata may be up to 256 KiB per version)."""
     created = row.created_at
     if created.tzinfo is None:
         created = created.replace(tzinfo=UTC)
@@ -50,12 +60,13 @@ def _version_dict(row: ArtifactVersionRow, lineage: list[dict[str, Any]] | None 
         "ref": f"{row.kind}/{row.name}@{row.version}",
         "digest": row.digest,
         "uri": row.uri,
-        "metadata": json.loads(row.metadata_json),
         "created_by": row.created_by,
         "created_at": created,
         "ledger_seq": row.ledger_seq,
         "stage": row.stage,
     }
+    if metadata:
+        out["metadata"] = json.loads(row.metadata_json)
     if lineage is not None:
         out["lineage"] = lineage
     return out
@@ -379,25 +390,24 @@ class RegistryService:
         if direction in ("descendants", "both"):
             found.update({k: -v for k, v in self._walk(session, root.id, up=False).items()})
         ids = list(found)
-        versions: dict[int, ArtifactVersionRow] = {}
+        # Plain column rows, not ORM objects: a walk may return thousands of nodes, and
+        # identity-map bookkeeping was most of the cost of a deep lineage query.
+        table = ArtifactVersionRow.__table__
+        columns = [c for c in table.c if c.name != "metadata_json"]
+        edge = LineageEdgeRow.__table__.c
+        versions: dict[int, Any] = {}
         edges: list[dict[str, Any]] = []
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             versions.update(
-                {
-                    v.id: v
-                    for v in session.execute(
-                        select(ArtifactVersionRow).where(ArtifactVersionRow.id.in_(chunk))
-                    ).scalars()
-                }
+                (v.id, v) for v in session.execute(select(*columns).where(table.c.id.in_(chunk)))
             )
-        idset = set(ids)
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             for e in session.execute(
-                select(LineageEdgeRow).where(LineageEdgeRow.child_id.in_(chunk))
-            ).scalars():
-                if e.parent_id in idset:
+                select(edge.child_id, edge.parent_id, edge.relation).where(edge.child_id.in_(chunk))
+            ):
+                if e.parent_id in found:
                     edges.append(
                         {
                             "child": _ref_text(versions[e.child_id]),
@@ -406,10 +416,7 @@ class RegistryService:
                         }
                     )
         nodes = [
-            {
-                **{k: v for k, v in _version_dict(versions[i]).items() if k != "metadata"},
-                "distance": distance,
-            }
+            {**_version_dict(versions[i], metadata=False), "distance": distance}
             for i, distance in found.items()
         ]
         nodes.sort(key=lambda n: (n["distance"], n["ref"]))
@@ -418,7 +425,16 @@ class RegistryService:
 
     @staticmethod
     def _walk(session: Session, start_id: int, *, up: bool) -> dict[int, int]:
-        """``{version id: depth}`` reachable from ``start_id`` along edges (minimum depth)."""
+        """``{version id: depth}`` reachable from ``start_id`` along edges (minimum depth).
+
+        On PostgreSQL the recursive step is planned from the worktable's guessed size, and on
+        a table without statistics (freshly loaded, autovacuum not yet round) the guess is
+        millions of rows: the planner then sorts or hashes the whole edge table once per level
+        and JIT-compiles the query, about 100x slower than the index walk it does with
+        statistics. A walk touches a handful of edges per level, so it is always an index
+        nested loop: the planner is told so for this statement only, in a savepoint whose
+        rollback restores the session's settings.
+        """
         src = LineageEdgeRow.child_id if up else LineageEdgeRow.parent_id
         dst = LineageEdgeRow.parent_id if up else LineageEdgeRow.child_id
         seed = select(dst.label("id"), literal(1).label("depth")).where(src == start_id)
@@ -427,7 +443,17 @@ class RegistryService:
             walk, src == walk.c.id
         )
         walk = walk.union(step)
-        rows = session.execute(select(walk.c.id, func.min(walk.c.depth)).group_by(walk.c.id)).all()
+        query = select(walk.c.id, func.min(walk.c.depth)).group_by(walk.c.id)
+        if session.get_bind().dialect.name != "postgresql":
+            rows = session.execute(query).all()
+        else:
+            savepoint = session.begin_nested()
+            try:
+                for setting in _INDEX_WALK_SETTINGS:
+                    session.execute(text(f"SET LOCAL {setting} = off"))
+                rows = session.execute(query).all()
+            finally:
+                savepoint.rollback()
         return {int(i): int(d) for i, d in rows if i != start_id}
 
 
@@ -435,7 +461,7 @@ def _ref_key(ref: VersionRef) -> tuple[str, str, int]:
     return ref.kind, ref.name, ref.version
 
 
-def _ref_text(row: ArtifactVersionRow) -> str:
+def _ref_text(row: Any) -> str:
     return f"{row.kind}/{row.name}@{row.version}"
 
 
