@@ -1,27 +1,27 @@
 """Offline re-verification of every registered data contract, from ledger entries alone.
 
 Fed the entries in order (by ``controlplane verify`` against a server or a bundle), it learns
-each principal's sign-off keys (``signing_key.*``) and the digest and stage of every dataset
-and rubric version (``artifact.version_registered``, ``stage.changed``). At each
-``contract.registered`` it re-checks the stored envelope exactly as the server did at that
-moment: a valid signature by a key the owner had registered and not revoked, the owner being
-the actor, every subject an approved version with that digest, not expired, and the entry's
-summary fields (id, owner, key, purpose, expiry, digest, subjects) matching the signed
-statement. No server and no database are trusted.
+each principal's sign-off keys (``signing_key.*``, in the
+:class:`~controlplane.governance.keyring.KeyRing` the sign-off auditor uses too) and the digest
+and stage of every dataset and rubric version (``artifact.version_registered``,
+``stage.changed``). At each ``contract.registered`` it re-checks the stored envelope exactly as
+the server did at that moment: a valid signature by a key the owner had registered and not
+revoked, the owner being the actor, every subject an approved version with that digest, not
+expired, and the entry's summary fields (id, owner, key, purpose, expiry, digest, subjects)
+matching the signed statement. No server and no database are trusted.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from controlplane.contracts import statement as st
 from controlplane.contracts.signatures import SignatureProblem, check_signature, open_envelope
-from controlplane.crypto.keys import public_key_from_b64
 from controlplane.errors import ControlPlaneError
+from controlplane.governance.keyring import InvalidKeyEntry, KeyRing
 from controlplane.ledger.verify import VerificationReport
 
 _DATA_KINDS = ("dataset", "rubric")
@@ -29,8 +29,7 @@ _DATA_KINDS = ("dataset", "rubric")
 
 class ContractAuditor:
     def __init__(self) -> None:
-        self._keys: dict[str, dict[str, Ed25519PublicKey]] = {}
-        self._revoked: dict[str, str] = {}
+        self._ring = KeyRing()
         self._versions: dict[tuple[str, str, str, int], list[str]] = {}  # -> [digest, stage]
         self._contracts: set[str] = set()
         self.checked = 0
@@ -41,13 +40,10 @@ class ContractAuditor:
         subject = entry.get("subject")
         if not isinstance(payload, dict) or not isinstance(subject, dict):
             return
+        with contextlib.suppress(InvalidKeyEntry):  # the sign-off auditor reports those
+            self._ring.feed(entry)
         try:
-            if action == "signing_key.registered":
-                key = public_key_from_b64(str(payload.get("public_key")))
-                self._keys.setdefault(str(subject.get("name")), {})[str(payload["key_id"])] = key
-            elif action == "signing_key.revoked":
-                self._revoked[str(payload.get("key_id"))] = f"at seq {entry.get('seq')}"
-            elif action == "artifact.version_registered" and subject.get("kind") in _DATA_KINDS:
+            if action == "artifact.version_registered" and subject.get("kind") in _DATA_KINDS:
                 self._versions[_version_key(subject)] = [str(payload["digest"]), "registered"]
             elif action == "stage.changed" and subject.get("kind") in _DATA_KINDS:
                 known = self._versions.get(_version_key(subject))
@@ -76,8 +72,17 @@ class ContractAuditor:
             report.fail(f"{who} does not verify: {exc.detail}", seq)
             return
         statement = opened.statement
+        owner_keys = self._ring.keys_of(statement.owner)
         try:
-            check_signature(opened, self._keys.get(statement.owner, {}), self._revoked)
+            check_signature(
+                opened,
+                {kid: key.public_key for kid, key in owner_keys.items()},
+                {
+                    kid: f"at seq {key.revoked.seq}"
+                    for kid, key in owner_keys.items()
+                    if key.revoked is not None
+                },
+            )
         except SignatureProblem as exc:
             report.fail(f"{who} does not verify: {exc.reason}", seq)
             return

@@ -1,7 +1,8 @@
 """Offline re-verification of every stored sign-off, from ledger entries alone.
 
 Fed the entries in order (by ``controlplane verify`` against a server or a bundle), it learns
-each principal's keys from ``signing_key.registered`` / ``signing_key.revoked`` entries and
+each principal's keys from ``signing_key.registered`` / ``signing_key.revoked`` entries (in a
+:class:`~controlplane.governance.keyring.KeyRing`, shared with the contract auditor) and
 checks every ``promotion.signed_off`` envelope: a valid signature by a key the signer had
 registered before signing and had not revoked, over a statement that names this request, this
 artifact version and digest, the stage the request asked for (both as its
@@ -15,11 +16,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from controlplane.crypto.dsse import EnvelopeError, verify_envelope
-from controlplane.crypto.keys import public_key_from_b64
 from controlplane.governance import statements
+from controlplane.governance.keyring import InvalidKeyEntry, KeyRing
 from controlplane.ledger.verify import VerificationReport
 
 _ABSENT = object()  # a statement field that is missing never equals a recorded value
@@ -28,7 +27,7 @@ _SUBJECT = ("project", "kind", "name", "version")
 
 class SignoffAuditor:
     def __init__(self) -> None:
-        self._keys: dict[str, dict[str, Ed25519PublicKey]] = {}
+        self._ring = KeyRing()
         # request id (the seq of its promotion.requested entry) -> what was asked for
         self._requests: dict[int, dict[str, Any]] = {}
         self.checked = 0
@@ -39,16 +38,12 @@ class SignoffAuditor:
         subject = entry.get("subject")
         if not isinstance(payload, dict) or not isinstance(subject, dict):
             return
-        if action == "signing_key.registered":
-            try:
-                key = public_key_from_b64(str(payload.get("public_key")))
-            except (ValueError, TypeError):
-                report.fail("registered sign-off key is not an Ed25519 key", entry.get("seq"))
-                return
-            self._keys.setdefault(str(subject.get("name")), {})[str(payload["key_id"])] = key
-        elif action == "signing_key.revoked":
-            self._keys.get(str(subject.get("name")), {}).pop(str(payload.get("key_id")), None)
-        elif action == "promotion.requested" and isinstance(entry.get("seq"), int):
+        try:
+            self._ring.feed(entry)
+        except InvalidKeyEntry as exc:
+            report.fail(str(exc), entry.get("seq"))
+            return
+        if action == "promotion.requested" and isinstance(entry.get("seq"), int):
             self._requests[entry["seq"]] = {
                 "subject": {k: subject.get(k) for k in _SUBJECT},
                 "digest": payload.get("digest"),
@@ -68,7 +63,7 @@ class SignoffAuditor:
         signer = str(entry.get("actor"))
         try:
             opened = verify_envelope(
-                payload.get("envelope"), self._keys.get(signer, {}), statements.PAYLOAD_TYPE
+                payload.get("envelope"), self._ring.usable_keys(signer), statements.PAYLOAD_TYPE
             )
             statement = statements.parse(opened.payload)
         except (EnvelopeError, ValueError) as exc:
