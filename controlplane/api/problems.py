@@ -12,7 +12,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from controlplane.api.observability import request_id_of
@@ -153,6 +154,23 @@ def install(app: FastAPI) -> None:
             "ledger-unavailable",
             request,
         )
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(PoolTimeout)
+    async def _busy(request: Request, exc: Exception) -> JSONResponse:
+        # The database is unreachable, or still locked by other writers after the wait (the
+        # SQLite busy timeout, the writer pool's timeout): a transient state, and the
+        # transaction rolled back, so the client may simply retry.
+        log.error("database unavailable on %s: %s", request.url.path, exc)
+        response = problem(
+            503,
+            "Service unavailable",
+            "the database is unavailable or busy; nothing was recorded, retry later",
+            "database-unavailable",
+            request,
+        )
+        response.headers["Retry-After"] = "1"
+        return response
 
     @app.exception_handler(OverflowError)
     async def _overflow(request: Request, exc: OverflowError) -> JSONResponse:

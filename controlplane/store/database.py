@@ -2,8 +2,12 @@
 
 SQLite serialises writers with ``BEGIN IMMEDIATE`` (a deferred ``BEGIN`` loses appends to
 "database is locked" under concurrent writers) in WAL mode with a long busy timeout; readers use
-a second engine with deferred transactions so they never wait for the write lock. PostgreSQL
-serialises appends with a transaction-scoped advisory lock taken by the append itself.
+a second engine with deferred transactions so they never wait for the write lock. Within one
+process the writer engine has a single pooled connection, so writer threads queue in order on
+the pool instead of in SQLite's busy handler, which polls with sleeps of up to 100 ms and lets
+a late arrival overtake: with four concurrent writers that made the p99 of an append 25 times
+its median. Writers in other processes still meet at the busy timeout. PostgreSQL serialises
+appends with a transaction-scoped advisory lock taken by the append itself.
 """
 
 from __future__ import annotations
@@ -20,7 +24,13 @@ SQLITE_BUSY_TIMEOUT_MS = 60_000
 
 
 def _sqlite_engine(url: str, immediate: bool) -> Engine:
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60})
+    pool: dict[str, Any] = (
+        # one write transaction at a time per process anyway: queue for it on the pool
+        {"pool_size": 1, "max_overflow": 0, "pool_timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+        if immediate
+        else {}
+    )
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60}, **pool)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
