@@ -572,9 +572,25 @@ def provenance(v: dict[str, Any]) -> dict[str, Any] | None:
     return {**produced, "contract_id": used.get("id"), "inputs": meta.get("inputs", {})}
 
 
-def mlflow_link(v: dict[str, Any], tracking_uri: str | None = None) -> str | None:
-    """The MLflow page of a version: a URL its metadata records, or the run a runner logged
-    (``produced_by.mlflow_run_id``) on an MLflow server reachable over HTTP."""
+def mlflow_mirror(api: ApiClient, project: str, ref: VersionRef) -> dict[str, Any] | None:
+    """Where the server's MLflow mirror put this version (``model_name``, ``mlflow_version``,
+    null while not mirrored), read from MLflow by the API; None for kinds the mirror does not
+    hold and servers without the endpoint. MLflow not answering is an ApiError (503)."""
+    if ref.kind not in MODEL_KINDS:
+        return None
+    path = "/".join(
+        quote(str(part), safe="")
+        for part in ("projects", project, "artifacts", ref.kind, ref.name, "versions")
+    )
+    return optional(api, f"/v1/integrations/mlflow/{path}/{ref.version}")
+
+
+def mlflow_link(
+    v: dict[str, Any], tracking_uri: str | None = None, mirrored: dict[str, Any] | None = None
+) -> str | None:
+    """The MLflow page of a version: a URL its metadata records, the model version the mirror
+    created (``mirrored``, from :func:`mlflow_mirror`), or the run a runner logged
+    (``produced_by.mlflow_run_id``); the last two on an MLflow server reachable over HTTP."""
     meta = v.get("metadata") or {}
     for key in ("mlflow_url", "mlflow_uri"):
         if isinstance(meta.get(key), str):
@@ -584,8 +600,14 @@ def mlflow_link(v: dict[str, Any], tracking_uri: str | None = None) -> str | Non
         for key in ("url", "ui_url", "model_version_url", "run_url"):
             if isinstance(mlflow.get(key), str):
                 return str(mlflow[key])
+    if not tracking_uri or not tracking_uri.startswith(("http://", "https://")):
+        return None
+    base = tracking_uri.rstrip("/")
+    if mirrored is not None and mirrored.get("mlflow_version") is not None:
+        name = quote(str(mirrored["model_name"]), safe="")
+        return f"{base}/#/models/{name}/versions/{int(mirrored['mlflow_version'])}"
     produced = meta.get("produced_by")
     run = produced.get("mlflow_run_id") if isinstance(produced, dict) else None
-    if run and tracking_uri and tracking_uri.startswith(("http://", "https://")):
-        return f"{tracking_uri.rstrip('/')}/#/runs/{quote(str(run), safe='')}"
+    if run:
+        return f"{base}/#/runs/{quote(str(run), safe='')}"
     return None

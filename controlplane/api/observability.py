@@ -165,7 +165,7 @@ def install(app: FastAPI, plane: ControlPlane) -> Operations:
     """
     from controlplane.api.routers import metrics as metrics_routes
 
-    metrics = Metrics(plane.db, plane.witness)
+    metrics = Metrics(plane.db, plane.witness, plane.webhooks)
     plane.store.listeners.append(metrics.on_commit)
     app.state.metrics = metrics
     if plane.settings.metrics_enabled:

@@ -14,6 +14,7 @@ from controlplane.cli.common import (
     UrlOpt,
     client,
     handle_errors,
+    list_page,
     out,
     print_json,
 )
@@ -219,7 +220,7 @@ def role_list(
     with client(url, token) as api:
         data = api.get(_p(principal_id))
     if as_json:
-        print_json(data["roles"])
+        print_json(list_page(data["roles"]))
         return
     for grant in data["roles"]:
         typer.echo(f"{grant['role']}\t{grant['project']}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime
 from functools import wraps
@@ -144,6 +144,16 @@ def _default(value: Any) -> Any:
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=_default, ensure_ascii=False) + "\n")
+
+
+def list_page(items: Sequence[Any]) -> dict[str, Any]:
+    """A list the CLI built itself, in the shape of the HTTP API's list answers.
+
+    Every list command's ``--json`` prints ``{"data": [...], "count": N}`` (plus whatever else
+    the API's page carries, such as ``next_start``), so a script reads every list the same way
+    and one that also calls the API needs no second parser. API pages are printed as they come.
+    """
+    return {"data": list(items), "count": len(items)}
 
 
 @contextmanager

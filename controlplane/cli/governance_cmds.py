@@ -89,14 +89,14 @@ def keys_list(
 ) -> None:
     """List registered sign-off keys and whether this machine holds their private half."""
     with client(url, token) as api:
-        data = api.get("/v1/keys", principal=principal)["data"]
+        page = api.get("/v1/keys", principal=principal)
     local = Settings().keys_dir
-    for key in data:
+    for key in page["data"]:
         key["local"] = (local / f"{key['key_id']}.pem").exists()
     if as_json:
-        print_json(data)
+        print_json(page)
         return
-    for key in data:
+    for key in page["data"]:
         state = "active" if key["active"] else f"revoked {key['revoked_at']}"
         here = "  (private key here)" if key["local"] else ""
         out.print(

@@ -160,7 +160,7 @@ def list_(
             limit=limit,
         )
     if as_json:
-        print_json(data["data"])
+        print_json(data)
         return
     table = Table("job", "trainer", "state", "inputs", "runner", "output")
     for job in data["data"]:

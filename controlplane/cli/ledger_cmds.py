@@ -193,12 +193,15 @@ def export(
 
 
 def _progress() -> Progress:
+    """A transient bar on stderr, drawn only on a terminal: elsewhere rich cannot erase it and
+    leaves a newline behind, so ``--json`` runs in scripts would not have an empty stderr."""
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         TextColumn("{task.completed}"),
         console=err,
         transient=True,
+        disable=not err.is_terminal,
     )
 
 

@@ -24,7 +24,7 @@ from typing import Annotated
 
 import typer
 
-from controlplane.cli.common import JsonOpt, handle_errors, out, print_json
+from controlplane.cli.common import JsonOpt, handle_errors, list_page, out, print_json
 from controlplane.cli.server_cmds import DatabaseOpt, DataDirOpt, _settings
 
 server_key_app = typer.Typer(
@@ -92,7 +92,7 @@ def list_keys(
     finally:
         cp.close()
     if as_json:
-        print_json({"data": keys, "count": len(keys)})
+        print_json(list_page(keys))
         return
     for key in keys:
         until = "" if key["retired_seq"] is None else f" until seq {key['retired_seq']}"

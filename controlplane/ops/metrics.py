@@ -27,6 +27,14 @@ Names (``_total`` is added to counters by the client library):
   ``controlplane_ledger_tree_size``: read at scrape time with one indexed query each;
   ``controlplane_database_up`` is 0 when they failed. A claimed job whose lease ran out counts
   as queued once it is swept (at the next claim, job listing or late heartbeat).
+- ``controlplane_webhook_delivery_attempts_total{outcome}``: POSTs this process made to
+  webhook receivers, by outcome: ``delivered`` (2xx), ``retrying`` (failed, retried later),
+  ``failed`` (failed past ``webhook_max_age_seconds``: given up, the row is ``failed``).
+- ``controlplane_webhook_deliveries_pending`` (rows of ``webhook_deliveries`` not yet delivered
+  nor given up: due, leased or waiting for a retry) and ``controlplane_webhook_outbox_lag``
+  (ledger entries after the outbox cursor, not yet swept into the outbox; the largest over the
+  receivers): read at scrape time, like the job gauges. The webhook series exist only when
+  webhooks are configured.
 - ``process_*`` and ``python_*``: the client library's process collectors.
 """
 
@@ -48,11 +56,18 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from controlplane.ledger.entry import Entry
 from controlplane.ledger.verify import VerificationReport
 from controlplane.store.database import Database
-from controlplane.store.models import CheckpointRow, JobRow
+from controlplane.store.models import (
+    CheckpointRow,
+    JobRow,
+    OutboxCursorRow,
+    WebhookDeliveryRow,
+)
+from controlplane.webhooks.outbox import OUTCOMES, WebhookOutbox, cursor_name
 
 if TYPE_CHECKING:
     from controlplane.ops.witness import CheckpointWitness
@@ -74,10 +89,16 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 class Metrics:
     """The metrics of one API process: a registry, the instruments, the scrape-time reads."""
 
-    def __init__(self, db: Database, witness: CheckpointWitness | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        witness: CheckpointWitness | None = None,
+        webhooks: WebhookOutbox | None = None,
+    ) -> None:
         self.registry = CollectorRegistry()
         self.db = db
         self.witness = witness
+        self.webhooks = webhooks if webhooks is not None and webhooks.enabled else None
         self.requests = Histogram(
             "controlplane_http_request_duration_seconds",
             "Time to answer an HTTP request, by method, route template and status.",
@@ -165,6 +186,9 @@ class _Collected:
             GaugeMetricFamily("controlplane_jobs_queued_by_project", "x", labels=["project"]),
             GaugeMetricFamily("controlplane_ledger_tree_size", "x"),
             GaugeMetricFamily("controlplane_database_up", "x"),
+            CounterMetricFamily("controlplane_webhook_delivery_attempts", "x", labels=["outcome"]),
+            GaugeMetricFamily("controlplane_webhook_deliveries_pending", "x"),
+            GaugeMetricFamily("controlplane_webhook_outbox_lag", "x"),
         ]
 
     def collect(self) -> Iterator[Metric]:
@@ -192,10 +216,21 @@ class _Collected:
             ):
                 outcomes.add_metric([outcome], count)
             yield outcomes
-        yield from _database_gauges(metrics.db)
+        webhooks = metrics.webhooks
+        if webhooks is not None:
+            attempts = CounterMetricFamily(
+                "controlplane_webhook_delivery_attempts",
+                "Webhook POSTs this process made, by outcome (delivered, retrying, failed).",
+                labels=["outcome"],
+            )
+            counts = webhooks.outcomes()
+            for outcome in OUTCOMES:
+                attempts.add_metric([outcome], counts[outcome])
+            yield attempts
+        yield from _database_gauges(metrics.db, webhooks)
 
 
-def _database_gauges(db: Database) -> Iterator[Metric]:
+def _database_gauges(db: Database, webhooks: WebhookOutbox | None) -> Iterator[Metric]:
     queued = GaugeMetricFamily(
         "controlplane_jobs_queued",
         "Jobs waiting for a runner (from the jobs table at scrape time).",
@@ -219,6 +254,7 @@ def _database_gauges(db: Database) -> Iterator[Metric]:
                 .group_by(JobRow.project)
             ).all()
             latest = session.execute(select(func.max(CheckpointRow.tree_size))).scalar()
+            backlog = _webhook_backlog(session, webhooks) if webhooks is not None else None
     except Exception as exc:  # a scrape must answer even when the database does not
         log.warning("metrics: database read failed: %s", exc)
         up.add_metric([], 0)
@@ -230,6 +266,36 @@ def _database_gauges(db: Database) -> Iterator[Metric]:
     size.add_metric([], latest or 0)
     up.add_metric([], 1)
     yield from (queued, by_project, size, up)
+    if backlog is not None:
+        pending = GaugeMetricFamily(
+            "controlplane_webhook_deliveries_pending",
+            "Webhook deliveries not yet delivered nor given up, retries included (from the "
+            "webhook_deliveries table at scrape time).",
+        )
+        pending.add_metric([], backlog[0])
+        lag = GaugeMetricFamily(
+            "controlplane_webhook_outbox_lag",
+            "Ledger entries after the webhook outbox cursor, not yet swept into the outbox "
+            "(the largest over the receivers, at scrape time).",
+        )
+        lag.add_metric([], backlog[1])
+        yield from (pending, lag)
+
+
+def _webhook_backlog(session: Session, webhooks: WebhookOutbox) -> tuple[int, int]:
+    """Pending deliveries (an indexed count) and the outbox lag: the ledger size minus the
+    entries each receiver's cursor has swept (a receiver without a cursor yet starts at the
+    head, so it lags by nothing)."""
+    pending = session.execute(
+        select(func.count()).where(WebhookDeliveryRow.state == "pending")
+    ).scalar_one()
+    last = webhooks.store.size(session) - 1
+    swept = session.execute(
+        select(func.min(OutboxCursorRow.last_seq)).where(
+            OutboxCursorRow.consumer.in_([cursor_name(r) for r in webhooks.receivers])  # type: ignore[attr-defined]
+        )
+    ).scalar()
+    return int(pending), 0 if swept is None else max(0, last - int(swept))
 
 
 __all__ = ["CHECKS", "LEASE_EXPIRED", "REFUSALS", "UNMATCHED_ROUTE", "Metrics"]

@@ -51,6 +51,14 @@ SIGNATURE_HEADER = "X-Controlplane-Signature"
 DELIVERY_HEADER = "X-Controlplane-Delivery"
 TIMESTAMP_HEADER = "X-Controlplane-Timestamp"
 _SWEEP_BATCH = 1000
+OUTCOMES = ("delivered", "retrying", "failed")
+"""How one POST attempt ended: delivered (2xx), retrying (failed, another attempt is due
+later), failed (failed past ``webhook_max_age_seconds``: the delivery was given up)."""
+
+
+def cursor_name(receiver: str) -> str:
+    """The ``outbox_cursors`` row of one receiver (read by the metrics' lag gauge too)."""
+    return f"webhook:{receiver}"[:300]
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -94,10 +102,17 @@ class WebhookOutbox:
         self._before_round = before_round
         """Run first in every worker round: the alert monitor's catch-up, so an evaluation
         committed just before a crash is judged (and its alert delivered) after restart."""
+        self._counts_lock = threading.Lock()
+        self._outcomes = dict.fromkeys(OUTCOMES, 0)
 
     @property
     def enabled(self) -> bool:
         return bool(self.receivers)
+
+    def outcomes(self) -> dict[str, int]:
+        """POST attempts made by this process, by outcome (see ``OUTCOMES``), for /metrics."""
+        with self._counts_lock:
+            return dict(self._outcomes)
 
     def wanted(self, action: str) -> bool:
         return any(fnmatch.fnmatchcase(action, pattern) for pattern in self.events)
@@ -125,7 +140,7 @@ class WebhookOutbox:
         return added
 
     def _sweep_one(self, receiver: str) -> tuple[int, bool]:
-        consumer = f"webhook:{receiver}"[:300]
+        consumer = cursor_name(receiver)
         now = clock.now()
         with self.store.db.write_session() as session, session.begin():
             _lock(session, self.store)
@@ -257,7 +272,9 @@ class WebhookOutbox:
     def _record(self, delivery: Delivery, error: str | None) -> None:
         now = clock.now()
         values: dict[str, Any]
+        outcome = "retrying"
         if error is None:
+            outcome = "delivered"
             values = {"state": "delivered", "delivered_at": now, "lease_until": None}
             values["attempts"] = delivery.attempts + 1
             values["last_error"] = None
@@ -274,6 +291,7 @@ class WebhookOutbox:
                     error,
                 )
                 values = {"state": "failed", "lease_until": None}
+                outcome = "failed"
             else:
                 delay = min(
                     self.settings.webhook_retry_max_seconds,
@@ -298,6 +316,8 @@ class WebhookOutbox:
                 .where(WebhookDeliveryRow.id == delivery.id)
                 .values(**values)
             )
+        with self._counts_lock:
+            self._outcomes[outcome] += 1
 
     def _release(self, deliveries: Sequence[Delivery]) -> None:
         if not deliveries:

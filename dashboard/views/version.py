@@ -48,12 +48,26 @@ with facts:
 with links:
     if st.button(f"Ledger entry {version['ledger_seq']}", key="version_entry"):
         state.open_entry(int(version["ledger_seq"]))
-    mlflow = data.mlflow_link(version, state.settings().mlflow_tracking_uri)
+    unknown = None
+    try:
+        mirrored = data.mlflow_mirror(api, project, ref)
+    except ApiError as exc:  # MLflow did not answer: say so, never "not mirrored"
+        mirrored, unknown = None, exc.detail
+    where = None
+    if mirrored is not None and mirrored.get("mlflow_version") is not None:
+        where = f"MLflow model `{mirrored['model_name']}` version {mirrored['mlflow_version']}"
+    mlflow = data.mlflow_link(version, state.settings().mlflow_tracking_uri, mirrored)
     run = (data.provenance(version) or {}).get("mlflow_run_id")
     if mlflow:
         st.link_button("Open in MLflow", mlflow)
+        if where:
+            st.caption(where)
+    elif where:
+        st.caption(f"{where} (no MLflow server address to link to).")
     elif run:
         st.caption(f"MLflow run `{run}` (no MLflow server address to link to).")
+    elif unknown is not None:
+        st.caption(f"MLflow mirror state unknown: {unknown}")
     else:
         st.caption("Not mirrored to MLflow.")
 with st.expander("Metadata", expanded=bool(version.get("metadata"))):

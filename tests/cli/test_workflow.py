@@ -322,7 +322,7 @@ def test_principals_roles_and_tokens(server: LiveServer, tmp_path: Path) -> None
         "granted approver in beta to alice"
         in ok(["role", "grant", "alice", "approver", "-p", "beta"], admin).stdout
     )
-    roles = run_json(["role", "list", "alice"], admin)
+    roles = run_json(["role", "list", "alice"], admin)["data"]
     assert sorted((g["role"], g["project"]) for g in roles) == [
         ("approver", "beta"),
         ("engineer", "alpha"),
@@ -334,7 +334,10 @@ def test_principals_roles_and_tokens(server: LiveServer, tmp_path: Path) -> None
     revoked = run_json(["role", "revoke", "alice", "engineer", "-p", "beta"], admin)
     assert {"role": "engineer", "project": "beta"} not in revoked["roles"]
     ok(["role", "revoke", "alice", "approver", "-p", "beta"], admin)
-    assert run_json(["role", "list", "alice"], admin) == [{"role": "engineer", "project": "alpha"}]
+    assert run_json(["role", "list", "alice"], admin) == {
+        "data": [{"role": "engineer", "project": "alpha"}],
+        "count": 1,
+    }
     fails(["register", "rubric", "r2", RUBRIC, "-p", "beta"], alice, 3)
 
     # principal list / show

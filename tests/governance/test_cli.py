@@ -124,8 +124,11 @@ def test_governance_from_the_command_line(server: LiveServer, tmp_path: Path) ->
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         keys[user] = key["key_id"]
     listed = cli.run("alice", "keys", "list", "--principal", "alice")
-    assert [(k["key_id"], k["active"], k["local"]) for k in listed] == [(keys["alice"], True, True)]
-    assert cli.run("bob", "keys", "list", "--principal", "alice")[0]["local"] is False
+    assert listed["count"] == 1
+    assert [(k["key_id"], k["active"], k["local"]) for k in listed["data"]] == [
+        (keys["alice"], True, True)
+    ]
+    assert cli.run("bob", "keys", "list", "--principal", "alice")["data"][0]["local"] is False
 
     v1 = cli.register("policy", "assistant")
     v2 = cli.register("policy", "assistant")

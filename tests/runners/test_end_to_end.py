@@ -129,7 +129,7 @@ def test_runner_once_trains_reward_model_dpo_and_evaluation(
         runner.id
     )
     listed = run_json(["job", "list", *project, "--state", "succeeded"], engineer)
-    assert len(listed) == 3
+    assert len(listed["data"]) == listed["count"] == 3
     assert "3 job(s)" in ok(["job", "list", *project], engineer).stdout
     verdict = check_database(lab.cp.store)
     assert verdict.ok, verdict.problems

@@ -563,6 +563,15 @@ MATRIX: dict[str, Builder] = {
         "GET", "/v1/integrations/mlflow/status", read("mlflow", "any", "status")
     ),
     "POST /v1/integrations/mlflow/reconcile": _reconcile,
+    "GET /v1/integrations/mlflow/projects/{project}/artifacts/{kind}/{name}/versions/{version}": (
+        each_project(
+            lambda w, me, p: Cell(
+                "GET",
+                f"/v1/integrations/mlflow/projects/{p}/artifacts/reward_model/m/versions/1",
+                read("artifacts", p),
+            )
+        )
+    ),
 }
 
 

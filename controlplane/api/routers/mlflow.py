@@ -8,9 +8,9 @@ answered 401 and logged, and nothing is ledgered for it.
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
@@ -20,7 +20,8 @@ from controlplane.api.deps import CP, Caller, ReadSession
 from controlplane.api.problems import problem
 from controlplane.errors import Conflict, InvalidInput, NotFound
 from controlplane.integrations.mlflow import webhooks
-from controlplane.integrations.mlflow.state import load_desired
+from controlplane.integrations.mlflow.state import ArtifactKey, load_desired
+from controlplane.registry.refs import VersionRef
 
 log = logging.getLogger("controlplane.api")
 router = APIRouter(prefix="/v1/integrations/mlflow", tags=["mlflow"])
@@ -40,6 +41,24 @@ def mlflow_status(cp: CP, session: ReadSession, caller: Caller) -> dict[str, Any
     """Configuration, queue, last sync, and how many versions MLflow still lacks."""
     cp.identity.authorize(session, caller, "*", "mlflow", "status", any_project=True)
     return cp.mirror.status()
+
+
+@router.get("/projects/{project}/artifacts/{kind}/{name}/versions/{version}")
+def mlflow_version(
+    project: str,
+    kind: str,
+    name: str,
+    version: Annotated[int, Path(ge=1)],
+    cp: CP,
+    session: ReadSession,
+    caller: Caller,
+) -> dict[str, Any]:
+    """Which MLflow model version mirrors this version (``mlflow_version`` null: none yet),
+    read from MLflow: what the dashboard links to."""
+    names.project(project)
+    cp.identity.authorize(session, caller, project, "artifacts", "read")
+    cp.registry.get_version(session, project, VersionRef.build(kind, name, version))
+    return cp.mirror.locate(ArtifactKey(project, kind, name), version)
 
 
 @router.post("/reconcile")

@@ -548,6 +548,35 @@ class MlflowMirror:
                 return key
         return None
 
+    def locate(self, key: ArtifactKey, version: int) -> dict[str, Any]:
+        """Where one version of ours is in MLflow's registry, so an interface can link to it.
+
+        MLflow numbers its versions itself, so the number is found the way a sync finds it
+        (the version's ``controlplane.*`` tags, see :func:`compare`). ``mlflow_version`` is
+        None while the version is not mirrored (mirror off, not a model kind, not synced yet);
+        MLflow not answering is :class:`MlflowUnavailable`, never a silent "not mirrored".
+        """
+        out: dict[str, Any] = {
+            "enabled": self.enabled,
+            "model_name": key.model_name,
+            "version": version,
+            "mlflow_version": None,
+        }
+        if not self.enabled:
+            return out
+        with self.db.read() as session:
+            desired = load_desired(session, [key])
+        if not desired:
+            return out
+        try:
+            observed = observe(self.client(), key.model_name)
+        except MlflowUnavailable:
+            raise
+        except Exception as exc:
+            raise MlflowUnavailable(f"MLflow did not answer: {exc}"[:500]) from exc
+        out["mlflow_version"] = compare(desired[0], observed).mapping.get(version)
+        return out
+
     def status(self) -> dict[str, Any]:
         """Configuration, queue, last sync and, from one listing, how far MLflow is behind."""
         with self._cond:
