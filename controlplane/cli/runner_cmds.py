@@ -220,7 +220,7 @@ def start(
             console=err,
             transient=True,
         )
-        if progress_bar
+        if progress_bar and err.is_terminal  # rich leaves a newline where it cannot erase
         else None
     )
     outcomes: list[Outcome] = []

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -114,6 +115,7 @@ class Transaction:
         self._store = store
         self._head: tuple[int, str] | None = None
         self._nodes: dict[merkle.NodeId, bytes] = {}
+        self._frontier_loaded = False
         self.appended: list[Entry] = []
 
     def _lock_head(self) -> tuple[int, str]:
@@ -150,7 +152,32 @@ class Transaction:
         ).scalar_one_or_none()
         if row is None:
             raise StoreError(f"Merkle node {node} is missing: the tree is damaged")
-        return bytes(row)
+        self._nodes[node] = bytes(row)
+        return self._nodes[node]
+
+    def _load_frontier(self) -> None:
+        """Have the nodes of the tree at the locked size in hand before the first append: the
+        left siblings an append combines with and the checkpoint's root are all among them.
+        They come from the store's memory when this process made the head, else in one query
+        (instead of one per node)."""
+        self._frontier_loaded = True
+        size, head_hash = self._lock_head()
+        if size == 0:
+            return
+        remembered = self._store.remembered_frontier(size, head_hash)
+        if remembered is None:
+            remembered = self._store.fetch_nodes(self.session, merkle.frontier_nodes(size))
+        self._nodes.update(remembered)
+
+    def frontier(self) -> dict[merkle.NodeId, bytes] | None:
+        """The nodes of the tree at the current size, if all are in hand."""
+        size = self.size
+        if size == 0:
+            return None
+        nodes = merkle.frontier_nodes(size)
+        if not all(n in self._nodes for n in nodes):
+            return None
+        return {n: self._nodes[n] for n in nodes}
 
     def append(
         self,
@@ -162,6 +189,8 @@ class Transaction:
         project: bool = True,
     ) -> Entry:
         """Append one entry, store its Merkle nodes and (by default) run its projection."""
+        if not self._frontier_loaded:
+            self._load_frontier()
         seq, prev_hash = self._lock_head()
         entry = Entry.create(
             seq=seq,
@@ -221,12 +250,31 @@ class LedgerStore:
         self.key_loader = key_loader
         """Re-reads the key file; used when the ledger's current key is no longer the one in
         memory (another process rotated it), so a replica follows a rotation unrestarted."""
+        self._frontier: tuple[int, str, dict[merkle.NodeId, bytes]] | None = None
+        self._frontier_lock = threading.Lock()
         self.listeners: list[CommitListener] = []
         """Post-commit hooks for integrations (the MLflow mirror). Each is called with the
         entries of every transaction that appended some, after its commit succeeded, in the
         committing thread. They run outside the transaction, so they cannot change or block
         what was recorded; an exception is logged and swallowed, since the entries are
         already durable. Keep them quick (hand work to a thread)."""
+
+    def remembered_frontier(self, size: int, head_hash: str) -> dict[merkle.NodeId, bytes] | None:
+        """The frontier nodes this process committed last, if the head is still that one.
+
+        Keyed by the head's entry hash, not only the size: after another replica appended, or
+        a database restored from an older backup grew again, the nodes are read anew.
+        """
+        with self._frontier_lock:
+            if self._frontier is None or self._frontier[:2] != (size, head_hash):
+                return None
+            return dict(self._frontier[2])
+
+    def remember_frontier(
+        self, size: int, head_hash: str, nodes: dict[merkle.NodeId, bytes]
+    ) -> None:
+        with self._frontier_lock:
+            self._frontier = (size, head_hash, nodes)
 
     def notify_committed(self, entries: Sequence[Entry]) -> None:
         for listener in list(self.listeners):
@@ -429,6 +477,11 @@ class _TransactionContext:
                     self._tx.sign_checkpoint()
                 self._session.commit()
                 committed = True
+                frontier = self._tx.frontier() if self._tx.appended else None
+                if frontier is not None:
+                    self._store.remember_frontier(
+                        self._tx.size, self._tx.appended[-1].entry_hash, frontier
+                    )
             else:
                 self._session.rollback()
         finally:
