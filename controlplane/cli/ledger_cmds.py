@@ -295,7 +295,8 @@ def _report(
     elif report.ok:
         out.print(
             f"OK: {report.size} entries verified from {source}; root {report.root_hash}; "
-            f"{report.checkpoints_verified} signed checkpoint(s), "
+            f"{report.checkpoints_verified} signed checkpoint(s) "
+            f"({report.checkpoint_links_verified} link(s) to the previous one), "
             f"{report.signoffs_verified} sign-off signature(s) and "
             f"{report.contracts_verified} data contract(s) checked"
         )

@@ -3,7 +3,8 @@
 Against a server: download the signing keys, checkpoints and every entry, recompute every hash
 and the Merkle root, check the signatures, and check consistency with the checkpoint verified
 last time (kept in a local state file), so that a server that later rewrites or truncates
-history fails. A bundle verifies the same way with no server and no database.
+history fails. A bundle verifies the same way with no server and no database. Both see a
+sample of the signed checkpoints and check the links (``prev`` lines) between neighbours in it.
 """
 
 from __future__ import annotations
@@ -334,7 +335,14 @@ def verify_bundle(
     checks: Sequence[ExtraCheck] = (),
 ) -> VerificationReport:
     """Verify an audit bundle offline. ``trusted_keys`` (note verifier keys) override the
-    bundle's own keys, which otherwise are trusted as shipped."""
+    bundle's own keys, which otherwise are trusted as shipped.
+
+    The bundle carries a sample of the checkpoints (all of them for a small ledger), so their
+    ``prev`` links are checked between neighbours that are both in it (and a bundled
+    checkpoint that a link skips is off the chain); a link naming one left out is no fault.
+    So a bundle proves its entries against its signed checkpoints and that the bundled
+    checkpoints are one chain, not that the server still holds every checkpoint: that is
+    ``verify --database``, which walks them all."""
     seed = VerificationReport()
     verifiers = _verifiers(trusted_keys or bundle["keys"], seed)
     auditor, contracts = SignoffAuditor(), ContractAuditor()

@@ -5,6 +5,15 @@ blank line and one ``— <key name> <base64(key id || signature)>`` line per sig
 the first 4 bytes of ``SHA-256(name || 0x0A || 0x01 || raw Ed25519 public key)`` and verifier
 keys are written ``<name>+<hex key id>+<base64(0x01 || public key)>``, exactly as the reference
 implementation does, so standard note tooling reads our checkpoints.
+
+Checkpoints are chained: each one after a ledger's first carries the extension line
+``prev <tree size> <base64 SHA-256 of the previous checkpoint's whole signed note>``
+(:class:`CheckpointLink`), under the signature like the rest of the body. So the signature of
+the latest checkpoint protects every earlier one by hashing alone, and a checkpoint deleted
+from the middle leaves its successor naming a size that is gone. A ledger's first checkpoint
+has no predecessor and no link line (genesis), and so do checkpoints signed before links
+existed; a checker (:class:`controlplane.ledger.verify.LinkChain`) starts the chain at the
+first linked one.
 """
 
 from __future__ import annotations
@@ -23,7 +32,9 @@ from controlplane.ledger.errors import MalformedError, SignatureError
 
 ALG_ED25519 = 0x01
 SIGNATURE_PREFIX = "\u2014 "  # em dash and a space
+LINK_KEYWORD = "prev"
 _NAME = re.compile(r"[^\s+]+")
+_DECIMAL = re.compile(r"0|[1-9][0-9]*")
 
 
 def _raw_public(key: Ed25519PublicKey) -> bytes:
@@ -135,6 +146,52 @@ def verify_note(note: str, verifiers: list[NoteVerifier]) -> str:
     return text
 
 
+def note_digest(note: str) -> bytes:
+    """SHA-256 of a whole signed note (body and signature lines): what a link commits to."""
+    return hashlib.sha256(note.encode()).digest()
+
+
+@dataclass(frozen=True)
+class CheckpointLink:
+    """The ``prev <size> <base64 note hash>`` extension line: which checkpoint came before.
+
+    The hash is over the previous checkpoint's full signed note as stored, so the link pins
+    that exact note (its own link included), not just its size and root.
+    """
+
+    size: int
+    note_hash: bytes
+
+    @classmethod
+    def to(cls, size: int, note: str) -> CheckpointLink:
+        """The link to the checkpoint of ``size`` whose signed note is ``note``."""
+        return cls(size, note_digest(note))
+
+    def line(self) -> str:
+        return f"{LINK_KEYWORD} {self.size} {base64.b64encode(self.note_hash).decode()}"
+
+    def names(self, note: str) -> bool:
+        """Whether ``note`` is the very note this link commits to."""
+        return note_digest(note) == self.note_hash
+
+    @classmethod
+    def parse(cls, line: str) -> CheckpointLink | None:
+        """The link an extension line states; None for another extension."""
+        keyword, _, rest = line.partition(" ")
+        if keyword != LINK_KEYWORD:
+            return None
+        size_text, _, hash_text = rest.partition(" ")
+        if not _DECIMAL.fullmatch(size_text) or size_text == "0":
+            raise MalformedError(f"checkpoint link size {size_text!r} is not a positive number")
+        try:
+            note_hash = base64.b64decode(hash_text, validate=True)
+        except binascii.Error as exc:
+            raise MalformedError("checkpoint link hash is not base64") from exc
+        if len(note_hash) != 32:
+            raise MalformedError("checkpoint link hash must be 32 bytes")
+        return cls(int(size_text), note_hash)
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     """A parsed checkpoint body: origin, tree size, root hash and any extension lines."""
@@ -152,6 +209,19 @@ class Checkpoint:
         return sign_note(self.body(), name, private_key)
 
     @classmethod
+    def linked(
+        cls, origin: str, size: int, root_hash: bytes, previous: CheckpointLink | None
+    ) -> Checkpoint:
+        """A checkpoint whose first extension line links it to ``previous`` (if any)."""
+        return cls(origin, size, root_hash, () if previous is None else (previous.line(),))
+
+    @property
+    def link(self) -> CheckpointLink | None:
+        """The link to the previous checkpoint, or None (a first or pre-link checkpoint)."""
+        links = [link for line in self.extensions if (link := CheckpointLink.parse(line))]
+        return links[0] if links else None
+
+    @classmethod
     def parse_body(cls, text: str) -> Checkpoint:
         lines = text.split("\n")
         if len(lines) < 4 or lines[-1] != "":
@@ -159,7 +229,7 @@ class Checkpoint:
         origin, size_text, root_text, *extensions = lines[:-1]
         if not origin:
             raise MalformedError("checkpoint origin is empty")
-        if not re.fullmatch(r"0|[1-9][0-9]*", size_text):
+        if not _DECIMAL.fullmatch(size_text):
             raise MalformedError(f"checkpoint size {size_text!r} is not a decimal number")
         try:
             root = base64.b64decode(root_text, validate=True)
@@ -167,6 +237,16 @@ class Checkpoint:
             raise MalformedError("checkpoint root is not base64") from exc
         if len(root) != 32:
             raise MalformedError("checkpoint root must be 32 bytes")
+        if "" in extensions:
+            raise MalformedError("checkpoint extension lines must not be empty")
+        links = [link for line in extensions if (link := CheckpointLink.parse(line))]
+        if len(links) > 1:
+            raise MalformedError("checkpoint has more than one link line")
+        if links and links[0].size >= int(size_text):
+            raise MalformedError(
+                f"checkpoint for size {size_text} links to a checkpoint at size "
+                f"{links[0].size}, which is not smaller"
+            )
         return cls(origin, int(size_text), root, tuple(extensions))
 
     @classmethod

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from controlplane.ledger.checkpoint import Checkpoint, NoteVerifier, split_note
+from controlplane.ledger.checkpoint import Checkpoint, CheckpointLink, NoteVerifier, split_note
 from controlplane.ledger.entry import GENESIS_HASH, Entry, compute_entry_hash
 from controlplane.ledger.errors import LedgerError, MalformedError
 from controlplane.ledger.merkle import CompactRange, leaf_hash
@@ -29,6 +29,7 @@ class VerificationReport:
     root_hash: str = ""
     last_entry_hash: str = GENESIS_HASH
     checkpoints_verified: int = 0
+    checkpoint_links_verified: int = 0
     signoffs_verified: int = 0
     contracts_verified: int = 0
     first_bad_seq: int | None = None
@@ -50,6 +51,7 @@ class VerificationReport:
             "root_hash": self.root_hash,
             "last_entry_hash": self.last_entry_hash,
             "checkpoints_verified": self.checkpoints_verified,
+            "checkpoint_links_verified": self.checkpoint_links_verified,
             "signoffs_verified": self.signoffs_verified,
             "contracts_verified": self.contracts_verified,
             "first_bad_seq": self.first_bad_seq,
@@ -131,19 +133,101 @@ class ChainVerifier:
         return report
 
 
+class LinkChain:
+    """Checks the ``prev`` links between checkpoints fed in increasing size order.
+
+    Each linked checkpoint must name the checkpoint just before it, by size and by the hash of
+    its whole signed note; so, as with the entry chain, verifying the signature of the latest
+    checkpoint protects every earlier one, and checking a link is one SHA-256. The chain starts
+    at the first linked checkpoint (older ones predate links, and a ledger's first checkpoint
+    has nothing to name); after it, a checkpoint without a link is a stripped one.
+
+    ``complete`` says every checkpoint is fed (the database check): a named size that was not
+    fed is then missing. Otherwise (a sample: a bundle, the server's spread) only the links
+    between neighbours that are both present can be checked, and a gap is not a fault. In
+    both cases a link that skips a fed checkpoint shows that one is not on the chain.
+    Problems go to ``report`` (and ``checkpoint_links_verified`` counts the links whose hash
+    was compared); at most ``limit`` problems are named, the rest counted.
+    """
+
+    def __init__(self, report: VerificationReport, complete: bool, limit: int = 10) -> None:
+        self.report = report
+        self.complete = complete
+        self.limit = limit
+        self.broken = 0
+        self._previous: tuple[int, str] | None = None
+        self._first_linked: int | None = None
+
+    def feed(self, size: int, note: str, checkpoint: Checkpoint | None = None) -> None:
+        """The stored note of the checkpoint for ``size`` (``checkpoint``: parsed already).
+
+        A note that does not parse has no readable link; it is still what the next link's
+        hash is compared with (its own row is named by whoever parses it)."""
+        if checkpoint is None:
+            try:
+                checkpoint = Checkpoint.parse_body(split_note(note)[0])
+            except LedgerError:
+                checkpoint = None
+        link = checkpoint.link if checkpoint is not None else None
+        previous, self._previous = self._previous, (size, note)
+        if checkpoint is None:
+            return
+        if link is None:
+            if self._first_linked is not None:
+                self._fail(
+                    f"checkpoint for size {size} has no link to its previous checkpoint, but "
+                    f"every checkpoint from size {self._first_linked} on must: its link line "
+                    "was stripped"
+                )
+            return
+        if self._first_linked is None:
+            self._first_linked = size
+        self._check(size, link, previous)
+
+    def _check(self, size: int, link: CheckpointLink, previous: tuple[int, str] | None) -> None:
+        named = f"checkpoint for size {size} names previous checkpoint at size {link.size}"
+        if previous is not None and link.size < previous[0]:
+            self._fail(
+                f"{named}, but there is a checkpoint at size {previous[0]} between them: that "
+                "one is not on the chain (inserted or replaced)"
+            )
+        elif previous is not None and link.size == previous[0]:
+            self.report.checkpoint_links_verified += 1
+            if not link.names(previous[1]):
+                self._fail(
+                    f"{named}, which differs from the one linked (the checkpoint at size "
+                    f"{link.size} was replaced)"
+                )
+        elif self.complete:
+            self._fail(f"{named}, which is missing (the checkpoint was deleted)")
+
+    def _fail(self, reason: str) -> None:
+        self.broken += 1
+        if self.broken <= self.limit:
+            self.report.fail(reason)
+
+    def finish(self) -> None:
+        if self.broken > self.limit:
+            self.report.fail(f"... and {self.broken - self.limit} more broken checkpoint links")
+
+
 def open_checkpoints(
     notes: Iterable[str],
     verifiers: list[NoteVerifier],
     origin: str,
     report: VerificationReport,
     signed_by: list[tuple[int, set[str]]] | None = None,
+    links: bool = True,
 ) -> dict[int, bytes]:
     """Verify signed checkpoint notes; return ``{size: root}`` of those that verified.
 
     ``signed_by``, if given, receives for each verified note its size and the trusted
     verifier keys (``str(NoteVerifier)``) whose signatures it carries, for :class:`KeyHistory`.
+    With ``links``, the links between verified notes that are neighbours in the chain are
+    checked too (the notes are taken as a sample: see :class:`LinkChain`).
     """
     roots: dict[int, bytes] = {}
+    opened: dict[int, tuple[str, Checkpoint]] = {}
     for note in notes:
         try:
             checkpoint = Checkpoint.open(note, verifiers)
@@ -153,13 +237,23 @@ def open_checkpoints(
         if checkpoint.origin != origin:
             report.fail(f"checkpoint origin {checkpoint.origin!r} is not {origin!r}")
             continue
-        if checkpoint.size in roots and roots[checkpoint.size] != checkpoint.root_hash:
+        if checkpoint.size in roots and (
+            roots[checkpoint.size] != checkpoint.root_hash
+            or (links and opened[checkpoint.size][1].link != checkpoint.link)
+        ):
             report.fail(f"two signed checkpoints disagree about size {checkpoint.size}: split view")
             continue
         roots[checkpoint.size] = checkpoint.root_hash
+        if links:
+            opened.setdefault(checkpoint.size, (note, checkpoint))
         report.checkpoints_verified += 1
         if signed_by is not None:
             signed_by.append((checkpoint.size, checkpoint_signers(note, verifiers)))
+    if links:
+        chain = LinkChain(report, complete=False)
+        for size in sorted(opened):
+            chain.feed(size, *opened[size])
+        chain.finish()
     return roots
 
 
@@ -256,16 +350,19 @@ def verify_ledger(
     origin: str,
     pinned: Mapping[int, bytes] | None = None,
     observers: Iterable[Observer] = (),
+    links: bool = True,
 ) -> VerificationReport:
     """Verify a whole ledger: every entry, every signed checkpoint, and any pinned roots.
 
     ``pinned`` maps sizes to roots the caller verified earlier (a local state file), so that a
     server that rewrites or truncates history is caught even if it re-signs everything.
     ``observers`` see every entry too (for checks of what entries say, such as sign-offs).
+    ``links=False`` leaves the checkpoint links to a caller that walks every checkpoint
+    itself (the database check, with a complete :class:`LinkChain`).
     """
     seed = VerificationReport()
     signed_by: list[tuple[int, set[str]]] = []
-    roots = open_checkpoints(checkpoint_notes, verifiers, origin, seed, signed_by)
+    roots = open_checkpoints(checkpoint_notes, verifiers, origin, seed, signed_by, links)
     for size, root in (pinned or {}).items():
         if size in roots and roots[size] != root:
             seed.fail(

@@ -33,7 +33,7 @@ from controlplane.ledger import merkle
 from controlplane.ledger.checkpoint import Checkpoint, NoteVerifier, split_note
 from controlplane.ledger.entry import Entry
 from controlplane.ledger.errors import LedgerError
-from controlplane.ledger.verify import VerificationReport, verify_ledger
+from controlplane.ledger.verify import LinkChain, VerificationReport, verify_ledger
 from controlplane.store import migrate, projector
 from controlplane.store.database import Database
 from controlplane.store.ledger_store import LedgerStore, entry_to_row
@@ -79,7 +79,11 @@ def check_database(
         verifiers = [NoteVerifier.parse(k) for k in keys] or [store.signer.verifier]
         notes = [r.note for r in store.sampled_checkpoints(session, 10_000)]
         report = verify_ledger(
-            _checked_rows(session, store, progress), notes, verifiers, store.signer.origin
+            _checked_rows(session, store, progress),
+            notes,
+            verifiers,
+            store.signer.origin,
+            links=False,  # every link, not the sample's: _check_checkpoint_rows
         )
         _check_checkpoint_rows(session, report)
         if replay and report.ok:
@@ -100,7 +104,13 @@ def _check_checkpoint_rows(session: Session, report: VerificationReport) -> None
     """The unsigned columns of each checkpoint row must say what its signed note says (the
     API serves them beside the note), and the newest one must cover every entry: each
     transaction that appends signs a checkpoint when it commits, so entries covered by none
-    mean the newest checkpoints were deleted (a client would be served the shorter ledger)."""
+    mean the newest checkpoints were deleted (a client would be served the shorter ledger).
+
+    Every row's link to the row before is checked as well (:class:`LinkChain`, complete):
+    with the newest note's signature verified (it is always in the sample), a deleted,
+    inserted or replaced checkpoint anywhere in the chain is named by its size. The rows are
+    streamed in size order, so memory stays flat at millions of checkpoints."""
+    chain = LinkChain(report, complete=True)
     rows = session.execute(
         select(CheckpointRow.tree_size, CheckpointRow.root_hash, CheckpointRow.note)
         .order_by(CheckpointRow.tree_size)
@@ -113,7 +123,9 @@ def _check_checkpoint_rows(session: Session, report: VerificationReport) -> None
             signed = Checkpoint.parse_body(split_note(note)[0])
         except LedgerError:
             report.fail(f"checkpoint row for size {tree_size}: its note cannot be parsed")
+            chain.feed(tree_size, note)
             continue
+        chain.feed(tree_size, note, signed)
         if signed.size != tree_size:
             report.fail(
                 f"checkpoint row for size {tree_size}: the tree_size column differs from its "
@@ -124,6 +136,7 @@ def _check_checkpoint_rows(session: Session, report: VerificationReport) -> None
                 f"checkpoint row for size {tree_size}: the root_hash column {root_hash} differs "
                 f"from its signed note ({signed.root_hash.hex()})"
             )
+    chain.finish()
     if newest < report.size:
         report.fail(
             f"the newest checkpoint covers {newest} entries but the ledger holds {report.size}: "

@@ -27,7 +27,7 @@ from controlplane import clock
 from controlplane.crypto.keys import key_id
 from controlplane.ledger import merkle
 from controlplane.ledger.canonical import canonical_json
-from controlplane.ledger.checkpoint import Checkpoint, NoteVerifier
+from controlplane.ledger.checkpoint import Checkpoint, CheckpointLink, NoteVerifier
 from controlplane.ledger.entry import GENESIS_HASH, Entry
 from controlplane.store import projector
 from controlplane.store.database import Database
@@ -116,6 +116,9 @@ class Transaction:
         self._head: tuple[int, str] | None = None
         self._nodes: dict[merkle.NodeId, bytes] = {}
         self._frontier_loaded = False
+        self._began = 0
+        """The tree size when this transaction took the lock (where its checkpoint's
+        predecessor should be: every appending transaction signs one)."""
         self.appended: list[Entry] = []
 
     def _lock_head(self) -> tuple[int, str]:
@@ -130,6 +133,7 @@ class Transaction:
                 .limit(1)
             ).first()
             self._head = (0, GENESIS_HASH) if last is None else (last[0] + 1, last[1])
+            self._began = self._head[0]
         return self._head
 
     @property
@@ -215,16 +219,30 @@ class Transaction:
         return entry
 
     def sign_checkpoint(self) -> CheckpointRow | None:
-        """Sign the tree head at the current size (once per size)."""
+        """Sign the tree head at the current size (once per size), linked to the checkpoint
+        before it (see :class:`CheckpointLink`): read under the ledger lock, so no other
+        transaction can sign in between and two checkpoints never name the same one."""
         size = self.size
         if size == 0:
             return None
-        existing = self.session.get(CheckpointRow, size)
-        if existing is not None:
-            return existing
+        previous = self._store.checkpoint_at_or_below(self.session, size)
+        if previous is not None and previous.tree_size == size:
+            return previous  # signed already (once per size)
         root = self._store.root_at(self.session, size, self._nodes)
         signer = self._store.current_signer(self.session)
-        note = Checkpoint(signer.origin, size, root).sign(signer.origin, signer.private_key)
+        started = self._began
+        if previous is not None and previous.tree_size != started:
+            # Every appending transaction signs, so the one before ended at our first seq;
+            # a later checkpoint that was deleted would now drop out of the chain unseen.
+            log.warning(
+                "the previous checkpoint is at size %d, not %d where this transaction began: "
+                "checkpoints are missing (run `controlplane verify --database`)",
+                previous.tree_size,
+                started,
+            )
+        link = None if previous is None else CheckpointLink.to(previous.tree_size, previous.note)
+        checkpoint = Checkpoint.linked(signer.origin, size, root, link)
+        note = checkpoint.sign(signer.origin, signer.private_key)
         row = CheckpointRow(
             tree_size=size,
             root_hash=root.hex(),
@@ -414,6 +432,16 @@ class LedgerStore:
     def latest_checkpoint(self, session: Session) -> CheckpointRow | None:
         return session.execute(
             select(CheckpointRow).order_by(CheckpointRow.tree_size.desc()).limit(1)
+        ).scalar_one_or_none()
+
+    def checkpoint_at_or_below(self, session: Session, size: int) -> CheckpointRow | None:
+        """The checkpoint with the largest tree size up to ``size``: the one at ``size`` if it
+        was signed already, else the one a new checkpoint at ``size`` links to."""
+        return session.execute(
+            select(CheckpointRow)
+            .where(CheckpointRow.tree_size <= size)
+            .order_by(CheckpointRow.tree_size.desc())
+            .limit(1)
         ).scalar_one_or_none()
 
     def sampled_checkpoints(self, session: Session, at_most: int = 1000) -> list[CheckpointRow]:

@@ -125,7 +125,8 @@ def _verify_note_independently(note: str, verifier_text: str) -> tuple[str, int,
     assert blob[:4].hex() == key_hex
     Ed25519PublicKey.from_public_bytes(raw[1:]).verify(blob[4:], text.encode())
     origin, size, root, *rest = text.split("\n")
-    assert rest == [""]
+    # C2SP allows non-empty extension lines after the root (ours: the ``prev`` link)
+    assert rest[-1] == "" and all(rest[:-1]) and len(rest) <= 2, rest
     return origin, int(size), base64.b64decode(root)
 
 

@@ -3,8 +3,9 @@
 tests/cli/test_tamper.py edits the hashed columns of ``ledger_entries`` and checks the client
 verify; this module covers the rest: the ``seq`` and index columns, every column under the
 operator's ``verify --database`` (:func:`check_database`), the ``merkle_nodes`` and
-``checkpoints`` tables, a deleted entry, and a restored older backup. Reversible edits share
-one ledger per database (``shared`` of test_tamper.py) and put the original back.
+``checkpoints`` tables (a deleted or replaced checkpoint from the middle among them), a deleted
+entry, and a restored older backup. Reversible edits share one ledger per database (``shared``
+of test_tamper.py) and put the original back.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from controlplane.ledger.checkpoint import Checkpoint, CheckpointLink
 from controlplane.ledger.verify import VerificationReport
 from controlplane.store.integrity import check_database
 from tests.cli.helpers import cli_env, describe, fails, invoke, json_of, ok, run_json
@@ -354,6 +356,57 @@ def test_deleted_checkpoint_row_is_named(tables: Ledger, tmp_path: Path) -> None
     finally:
         placeholders = ", ".join(f":{c}" for c in row)
         sql(server, f"INSERT INTO checkpoints ({', '.join(row)}) VALUES ({placeholders})", **row)
+    assert_intact(tables)
+
+
+def test_deleted_middle_checkpoint_row_is_named(tables: Ledger, tmp_path: Path) -> None:
+    """A checkpoint from the middle: everything else still verifies, but the next checkpoint
+    links to it (``prev`` line, under its signature), so the operator's check names both sizes.
+    (A client sees a sample of the checkpoints, where a gap is no fault: see README.)"""
+    server = tables.server
+    sizes = sorted(_sizes(server))
+    gone, after = sizes[len(sizes) // 2], sizes[len(sizes) // 2 + 1]
+    row = _checkpoint(server, gone)
+    sql(server, "DELETE FROM checkpoints WHERE tree_size = :s", s=gone)
+    try:
+        words = (
+            f"checkpoint for size {after} names previous checkpoint at size {gone}, which is "
+            "missing (the checkpoint was deleted)"
+        )
+        assert database_check(server).problems == [words]
+        env = operator_env(server, tmp_path)
+        report = json_of(fails(["verify", "--database", "--json"], env, 1))
+        assert report["ok"] is False and report["problems"] == [words], report
+        result = fails(["verify", "--database"], env, 1)
+        assert f"  {words}" in result.stderr, describe(result)
+    finally:
+        placeholders = ", ".join(f":{c}" for c in row)
+        sql(server, f"INSERT INTO checkpoints ({', '.join(row)}) VALUES ({placeholders})", **row)
+    assert_intact(tables)
+
+
+def test_replaced_middle_checkpoint_row_is_named(tables: Ledger) -> None:
+    """Replaced by a validly signed note for the same size and root, linked elsewhere (what a
+    holder of the key could make): the next checkpoint's link names the original note."""
+    server = tables.server
+    sizes = sorted(_sizes(server))
+    size, after = sizes[len(sizes) // 2], sizes[len(sizes) // 2 + 1]
+    row = _checkpoint(server, size)
+    signer = server.cp.store.signer
+    with server.cp.db.read() as session:
+        root = server.cp.store.root_at(session, size)
+    forged = Checkpoint.linked(
+        signer.origin, size, root, CheckpointLink(sizes[0], b"\x00" * 32)
+    ).sign(signer.origin, signer.private_key)
+    sql(server, "UPDATE checkpoints SET note = :n WHERE tree_size = :s", n=forged, s=size)
+    try:
+        problems = database_check(server).problems
+        assert (
+            f"checkpoint for size {after} names previous checkpoint at size {size}, which "
+            f"differs from the one linked (the checkpoint at size {size} was replaced)"
+        ) in problems, problems
+    finally:
+        sql(server, "UPDATE checkpoints SET note = :n WHERE tree_size = :s", n=row["note"], s=size)
     assert_intact(tables)
 
 

@@ -21,7 +21,7 @@ from controlplane.client.verify import verify_bundle
 from controlplane.core import ControlPlane
 from controlplane.crypto.keys import key_id, load_private_key, private_key_from_pem
 from controlplane.errors import Conflict
-from controlplane.ledger.checkpoint import Checkpoint
+from controlplane.ledger.checkpoint import Checkpoint, CheckpointLink
 from controlplane.store.integrity import check_database
 from controlplane.store.ledger_store import StoreError
 from controlplane.store.models import CheckpointRow, ServerKeyRow
@@ -52,9 +52,12 @@ def _checkpoint_keys(cp: ControlPlane) -> dict[int, str]:
     return {size: kid for size, kid in rows}
 
 
-def _forge(origin: str, size: int, root: bytes, pem: bytes) -> str:
-    """A checkpoint note signed with the private key in ``pem``."""
-    return Checkpoint(origin, size, root).sign(origin, private_key_from_pem(pem))
+def _forge(
+    origin: str, size: int, root: bytes, pem: bytes, link: CheckpointLink | None = None
+) -> str:
+    """A checkpoint note signed with the private key in ``pem`` (the same body as the
+    genuine one when given its ``link``, so only the signing key differs)."""
+    return Checkpoint.linked(origin, size, root, link).sign(origin, private_key_from_pem(pem))
 
 
 def test_rotation_end_to_end(server: LiveServer, tmp_path: Path) -> None:
@@ -114,7 +117,7 @@ def test_rotation_end_to_end(server: LiveServer, tmp_path: Path) -> None:
     # a checkpoint forged with the retired key after the rotation is refused ...
     bundle = json.loads(bundle_path.read_text())
     latest = Checkpoint.parse_body(bundle["checkpoints"][-1].rpartition("\n\n")[0] + "\n")
-    forged = _forge(latest.origin, latest.size, latest.root_hash, old_pem)
+    forged = _forge(latest.origin, latest.size, latest.root_hash, old_pem, latest.link)
     bundle["checkpoints"].append(forged)
     report = verify_bundle(bundle)
     assert not report.ok
@@ -129,7 +132,7 @@ def test_rotation_end_to_end(server: LiveServer, tmp_path: Path) -> None:
     # and the new key cannot sign a size from before the rotation either
     early = Checkpoint.parse_body(bundle["checkpoints"][0].rpartition("\n\n")[0] + "\n")
     assert early.size <= rotation_seq
-    backdated = _forge(early.origin, early.size, early.root_hash, key_file.read_bytes())
+    backdated = _forge(early.origin, early.size, early.root_hash, key_file.read_bytes(), early.link)
     bundle["checkpoints"] = [backdated, *bundle["checkpoints"][:-1]]
     report = verify_bundle(bundle)
     assert any(f"size {early.size} is signed by" in p for p in report.problems), report.problems

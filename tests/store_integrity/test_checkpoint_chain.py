@@ -1,0 +1,176 @@
+"""Chained checkpoints in the store, on SQLite and PostgreSQL: what ``verify --database`` sees.
+
+Every write transaction signs a checkpoint that links to the one before (``prev`` extension
+line). The database check walks every checkpoint row and names a deleted or replaced one by its
+size; ledgers whose older checkpoints predate links keep verifying.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from typing import Any
+
+from sqlalchemy import text
+
+from controlplane.api.routers.ledger import bundle_chunks
+from controlplane.client.verify import load_bundle_data, verify_bundle
+from controlplane.core import ControlPlane
+from controlplane.ledger.checkpoint import Checkpoint, CheckpointLink, split_note
+from controlplane.store.integrity import check_database
+
+
+def _register(cp: ControlPlane, count: int, prefix: str = "guide") -> None:
+    """``count`` write transactions, so ``count`` more checkpoints."""
+    for n in range(count):
+        cp.registry.register_rubric("admin", "default", f"{prefix}-{n}", b"# Guide\nBe kind.\n")
+
+
+def _rows(cp: ControlPlane) -> list[dict[str, Any]]:
+    with cp.db.writer.connect() as conn:
+        result = conn.execute(text("SELECT * FROM checkpoints ORDER BY tree_size"))
+        return [dict(row) for row in result.mappings()]
+
+
+def _sql(cp: ControlPlane, statement: str, **params: Any) -> None:
+    with cp.db.writer.begin() as conn:
+        conn.execute(text(statement), params)
+
+
+def _drop_triggers(cp: ControlPlane) -> None:
+    """What an attacker with database access does first (trigger names: migration 0001)."""
+    if cp.db.is_sqlite:
+        _sql(cp, "DROP TRIGGER checkpoints_no_update")
+        _sql(cp, "DROP TRIGGER checkpoints_no_delete")
+    else:
+        _sql(cp, "DROP TRIGGER checkpoints_append_only ON checkpoints")
+
+
+def _signed(cp: ControlPlane, size: int, link: CheckpointLink | None) -> str:
+    """A valid note for ``size`` (its true root) with the given link, signed by the server."""
+    with cp.db.read() as session:
+        root = cp.store.root_at(session, size)
+    signer = cp.store.signer
+    return Checkpoint.linked(signer.origin, size, root, link).sign(
+        signer.origin, signer.private_key
+    )
+
+
+def _link(note: str) -> CheckpointLink | None:
+    return Checkpoint.parse_body(split_note(note)[0]).link
+
+
+def test_every_checkpoint_links_to_the_one_before(cp: ControlPlane) -> None:
+    _register(cp, 3)
+    cp.rotate_server_key("test")  # a link across a key rotation is no different
+    _register(cp, 2, "after")
+    rows = _rows(cp)
+    assert _link(rows[0]["note"]) is None, "the first checkpoint has nothing to name"
+    for before, row in itertools.pairwise(rows):
+        assert _link(row["note"]) == CheckpointLink.to(before["tree_size"], before["note"])
+    report = check_database(cp.store, replay=False)
+    assert report.ok, report.problems
+    assert report.checkpoint_links_verified == len(rows) - 1
+
+
+def test_a_deleted_middle_checkpoint_is_named(cp: ControlPlane) -> None:
+    _register(cp, 4)
+    _drop_triggers(cp)
+    rows = _rows(cp)
+    gone, after = rows[len(rows) // 2], rows[len(rows) // 2 + 1]
+    _sql(cp, "DELETE FROM checkpoints WHERE tree_size = :s", s=gone["tree_size"])
+    report = check_database(cp.store, replay=False)
+    assert report.problems == [
+        f"checkpoint for size {after['tree_size']} names previous checkpoint at size "
+        f"{gone['tree_size']}, which is missing (the checkpoint was deleted)"
+    ]
+
+
+def test_a_replaced_checkpoint_is_named_even_validly_signed(cp: ControlPlane) -> None:
+    """The same size and root, signed by the server's key, but linked past its predecessor:
+    its own link skips a row, and its successor's link names another note."""
+    _register(cp, 4)
+    _drop_triggers(cp)
+    rows = _rows(cp)
+    index = len(rows) // 2
+    size, skipped = rows[index]["tree_size"], rows[index - 1]["tree_size"]
+    forged = _signed(
+        cp, size, CheckpointLink.to(rows[index - 2]["tree_size"], rows[index - 2]["note"])
+    )
+    _sql(cp, "UPDATE checkpoints SET note = :n WHERE tree_size = :s", n=forged, s=size)
+    report = check_database(cp.store, replay=False)
+    assert report.checkpoints_verified >= len(rows), "every note, the forged one too, is signed"
+    assert report.problems == [
+        f"checkpoint for size {size} names previous checkpoint at size "
+        f"{rows[index - 2]['tree_size']}, but there is a checkpoint at size {skipped} between "
+        "them: that one is not on the chain (inserted or replaced)",
+        f"checkpoint for size {rows[index + 1]['tree_size']} names previous checkpoint at size "
+        f"{size}, which differs from the one linked (the checkpoint at size {size} was "
+        "replaced)",
+    ]
+    # an exported bundle holds every checkpoint of a small ledger: the same two links fail
+    bundle = load_bundle_data(b"".join(bundle_chunks(cp)))
+    offline = verify_bundle(bundle)
+    assert offline.problems == report.problems
+
+
+def test_a_ledger_signed_before_links_still_verifies(cp: ControlPlane) -> None:
+    """Rewrite every checkpoint in the old format (no link line, re-signed by the server's
+    key), as a data directory from before links has them; then write on."""
+    _register(cp, 3)
+    _drop_triggers(cp)
+    legacy = _rows(cp)
+    for row in legacy:
+        _sql(
+            cp,
+            "UPDATE checkpoints SET note = :n WHERE tree_size = :s",
+            n=_signed(cp, row["tree_size"], None),
+            s=row["tree_size"],
+        )
+    assert check_database(cp.store, replay=False).ok
+    old = _rows(cp)
+    _register(cp, 2, "after")
+    rows = _rows(cp)
+    first_linked = rows[len(old)]
+    assert _link(first_linked["note"]) == CheckpointLink.to(old[-1]["tree_size"], old[-1]["note"])
+    report = check_database(cp.store, replay=False)
+    assert report.ok, report.problems
+    assert report.checkpoint_links_verified == 2
+    bundle = load_bundle_data(b"".join(bundle_chunks(cp)))
+    assert verify_bundle(bundle).ok
+    # a legacy checkpoint before the last one is not linked by anything: its loss is not seen
+    _sql(cp, "DELETE FROM checkpoints WHERE tree_size = :s", s=old[1]["tree_size"])
+    assert check_database(cp.store, replay=False).ok
+    # the last legacy one is named by the first linked one
+    _sql(cp, "DELETE FROM checkpoints WHERE tree_size = :s", s=old[-1]["tree_size"])
+    assert check_database(cp.store, replay=False).problems == [
+        f"checkpoint for size {first_linked['tree_size']} names previous checkpoint at size "
+        f"{old[-1]['tree_size']}, which is missing (the checkpoint was deleted)"
+    ]
+
+
+def test_a_link_stripped_after_the_chain_began_is_named(cp: ControlPlane) -> None:
+    _register(cp, 3)
+    _drop_triggers(cp)
+    rows = _rows(cp)
+    size = rows[-2]["tree_size"]
+    _sql(
+        cp,
+        "UPDATE checkpoints SET note = :n WHERE tree_size = :s",
+        n=_signed(cp, size, None),
+        s=size,
+    )
+    problems = check_database(cp.store, replay=False).problems
+    assert problems[0] == (
+        f"checkpoint for size {size} has no link to its previous checkpoint, but every "
+        f"checkpoint from size {rows[1]['tree_size']} on must: its link line was stripped"
+    )
+    assert any(f"previous checkpoint at size {size}, which differs" in p for p in problems)
+
+
+def test_bundle_json_stays_a_sample(cp: ControlPlane) -> None:
+    """Links add one line per checkpoint to a bundle, not more checkpoints."""
+    _register(cp, 2)
+    bundle = json.loads(b"".join(bundle_chunks(cp)))
+    assert len(bundle["checkpoints"]) == len(_rows(cp))
+    assert all(len(note) < 400 for note in bundle["checkpoints"])
