@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,16 +25,19 @@ def receiver() -> Iterator[Receiver]:
         hook.down()
 
 
+def webhook_settings(db_url: str, tmp_path: Path, receiver: Receiver, **overrides: Any) -> Settings:
+    """Webhooks on, to ``receiver``, with retry delays pinned small so the tests stay fast."""
+    values: dict[str, Any] = {
+        "webhook_urls": [receiver.url],
+        "webhook_secret": SECRET,
+        "webhook_retry_base_seconds": 0.05,
+        "webhook_retry_max_seconds": 0.2,
+        "webhook_poll_seconds": 0.05,
+        "webhook_timeout_seconds": 2,
+    }
+    return make_settings(db_url, tmp_path, **{**values, **overrides})
+
+
 @pytest.fixture
 def settings(db_url: str, tmp_path: Path, receiver: Receiver) -> Settings:
-    """Webhooks on, with retry delays pinned small so the tests stay fast."""
-    return make_settings(
-        db_url,
-        tmp_path,
-        webhook_urls=[receiver.url],
-        webhook_secret=SECRET,
-        webhook_retry_base_seconds=0.05,
-        webhook_retry_max_seconds=0.2,
-        webhook_poll_seconds=0.05,
-        webhook_timeout_seconds=2,
-    )
+    return webhook_settings(db_url, tmp_path, receiver)

@@ -16,7 +16,7 @@ from tests.governance.helpers import World
 from tests.ops.helpers import Scrape, scrape
 from tests.utils.databases import make_settings
 from tests.utils.server import LiveServer, live_server
-from tests.webhooks.conftest import SECRET
+from tests.webhooks.conftest import webhook_settings
 from tests.webhooks.receiver import Receiver
 
 ATTEMPTS = "controlplane_webhook_delivery_attempts_total"
@@ -27,17 +27,9 @@ MAX_AGE = 1.0
 
 @pytest.fixture
 def settings(db_url: str, tmp_path: Path, receiver: Receiver) -> Settings:
-    """Webhooks on, fast retries, and a short maximum age so a delivery is given up soon."""
-    return make_settings(
-        db_url,
-        tmp_path,
-        webhook_urls=[receiver.url],
-        webhook_secret=SECRET,
-        webhook_retry_base_seconds=0.05,
-        webhook_retry_max_seconds=0.1,
-        webhook_poll_seconds=0.05,
-        webhook_timeout_seconds=2,
-        webhook_max_age_seconds=MAX_AGE,
+    """Fast retries and a short maximum age, so that a delivery is given up soon."""
+    return webhook_settings(
+        db_url, tmp_path, receiver, webhook_retry_max_seconds=0.1, webhook_max_age_seconds=MAX_AGE
     )
 
 
