@@ -14,11 +14,11 @@ from controlplane.authz import projections as _projections  # noqa: F401  (regis
 from controlplane.authz.enforcer import ROLES, Authorizer
 from controlplane.authz.tokens import hash_token, new_token, same_hash
 from controlplane.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
+from controlplane.ledger.entry import SYSTEM_ACTOR
 from controlplane.store.ledger_store import LedgerStore
 from controlplane.store.models import ApiTokenRow, PrincipalRow, RoleGrantRow
 
 PRINCIPAL_KINDS = ("user", "service", "runner")
-SYSTEM_ACTOR = "system"
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,10 @@ from controlplane.ledger.errors import MalformedError
 GENESIS_HASH = "0" * 64
 """``prev_hash`` of the entry with ``seq`` 0."""
 
+SYSTEM_ACTOR = "system"
+"""The actor of entries the server makes on its own (expiries, alerts, detected tampering);
+no principal may take the name."""
+
 HASHED_FIELDS = ("seq", "timestamp", "actor", "action", "subject", "payload", "prev_hash")
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")

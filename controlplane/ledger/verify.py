@@ -20,6 +20,26 @@ Observer = Callable[[Mapping[str, Any], "VerificationReport"], None]
 #: Ledger actions that make a checkpoint signing key current (and retire the one before).
 SERVER_KEY_ACTIONS = frozenset({"server_key.registered", "server_key.rotated"})
 
+#: Appended by the server when, signing a checkpoint, it finds the one its transaction began at
+#: missing (deleted from the database): the newest checkpoint's deletion is otherwise lost, as
+#: the next checkpoint links to the one before it. Verification fails on it from then on.
+CHECKPOINT_MISSING_ACTION = "ledger.checkpoint_missing"
+
+
+def missing_checkpoints(entry: Mapping[str, Any], report: VerificationReport) -> None:
+    """Observer: fail on every ``ledger.checkpoint_missing`` entry the server recorded."""
+    if not isinstance(entry, Mapping) or entry.get("action") != CHECKPOINT_MISSING_ACTION:
+        return  # a malformed entry is the chain verifier's to report
+    payload = entry.get("payload")
+    payload = payload if isinstance(payload, Mapping) else {}
+    found = payload.get("previous_checkpoint_size")
+    report.fail(
+        f"seq {entry.get('seq')}: the server found the signed checkpoint for size "
+        f"{payload.get('expected_checkpoint_size')} deleted from its database (the previous one "
+        f"it still had was for size {found if found is not None else 'none'})",
+        entry.get("seq") if isinstance(entry.get("seq"), int) else None,
+    )
+
 
 @dataclass
 class VerificationReport:
@@ -374,7 +394,7 @@ def verify_ledger(
     verifier = ChainVerifier(roots)
     verifier.report = seed
     history = KeyHistory()
-    watchers = [history, *observers]
+    watchers = [history, missing_checkpoints, *observers]
     for entry in entries:
         verifier.feed(entry)
         for watch in watchers:

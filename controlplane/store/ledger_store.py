@@ -28,7 +28,8 @@ from controlplane.crypto.keys import key_id
 from controlplane.ledger import merkle
 from controlplane.ledger.canonical import canonical_json
 from controlplane.ledger.checkpoint import Checkpoint, CheckpointLink, NoteVerifier
-from controlplane.ledger.entry import GENESIS_HASH, Entry
+from controlplane.ledger.entry import GENESIS_HASH, SYSTEM_ACTOR, Entry
+from controlplane.ledger.verify import CHECKPOINT_MISSING_ACTION
 from controlplane.store import projector
 from controlplane.store.database import Database
 from controlplane.store.models import CheckpointRow, LedgerEntryRow, MerkleNodeRow, ServerKeyRow
@@ -116,9 +117,6 @@ class Transaction:
         self._head: tuple[int, str] | None = None
         self._nodes: dict[merkle.NodeId, bytes] = {}
         self._frontier_loaded = False
-        self._began = 0
-        """The tree size when this transaction took the lock (where its checkpoint's
-        predecessor should be: every appending transaction signs one)."""
         self.appended: list[Entry] = []
 
     def _lock_head(self) -> tuple[int, str]:
@@ -133,7 +131,6 @@ class Transaction:
                 .limit(1)
             ).first()
             self._head = (0, GENESIS_HASH) if last is None else (last[0] + 1, last[1])
-            self._began = self._head[0]
         return self._head
 
     @property
@@ -172,6 +169,21 @@ class Transaction:
         if remembered is None:
             remembered = self._store.fetch_nodes(self.session, merkle.frontier_nodes(size))
         self._nodes.update(remembered)
+
+    def _record_missing_checkpoint(self, expected: int, previous: CheckpointRow | None) -> None:
+        found = None if previous is None else previous.tree_size
+        log.error(
+            "the signed checkpoint for size %d is missing from the database (the previous one "
+            "is for size %s): recording it in the ledger",
+            expected,
+            found,
+        )
+        self.append(
+            actor=SYSTEM_ACTOR,
+            action=CHECKPOINT_MISSING_ACTION,
+            subject={"kind": "checkpoint", "name": str(expected)},
+            payload={"expected_checkpoint_size": expected, "previous_checkpoint_size": found},
+        )
 
     def frontier(self) -> dict[merkle.NodeId, bytes] | None:
         """The nodes of the tree at the current size, if all are in hand."""
@@ -228,18 +240,14 @@ class Transaction:
         previous = self._store.checkpoint_at_or_below(self.session, size)
         if previous is not None and previous.tree_size == size:
             return previous  # signed already (once per size)
+        began = self.appended[0].seq if self.appended else None
+        if began and (previous is None or previous.tree_size != began):
+            # Every appending transaction signs, so the one before ended at our first seq. If
+            # it is gone, the chain of links would simply skip it: say so in the ledger.
+            self._record_missing_checkpoint(began, previous)
+            size = self.size
         root = self._store.root_at(self.session, size, self._nodes)
         signer = self._store.current_signer(self.session)
-        started = self._began
-        if previous is not None and previous.tree_size != started:
-            # Every appending transaction signs, so the one before ended at our first seq;
-            # a later checkpoint that was deleted would now drop out of the chain unseen.
-            log.warning(
-                "the previous checkpoint is at size %d, not %d where this transaction began: "
-                "checkpoints are missing (run `controlplane verify --database`)",
-                previous.tree_size,
-                started,
-            )
         link = None if previous is None else CheckpointLink.to(previous.tree_size, previous.note)
         checkpoint = Checkpoint.linked(signer.origin, size, root, link)
         note = checkpoint.sign(signer.origin, signer.private_key)

@@ -174,3 +174,28 @@ def test_bundle_json_stays_a_sample(cp: ControlPlane) -> None:
     bundle = json.loads(b"".join(bundle_chunks(cp)))
     assert len(bundle["checkpoints"]) == len(_rows(cp))
     assert all(len(note) < 400 for note in bundle["checkpoints"])
+
+
+def test_a_deleted_newest_checkpoint_is_recorded_by_the_next_write(cp: ControlPlane) -> None:
+    """The next checkpoint would link past a deleted newest one, so the server, noticing its
+    transaction did not begin at a checkpoint, records that in the ledger; verification fails
+    on that entry from then on, in the database check and in a bundle alike."""
+    _register(cp, 3)
+    _drop_triggers(cp)
+    newest = _rows(cp)[-1]["tree_size"]
+    _sql(cp, "DELETE FROM checkpoints WHERE tree_size = :size", size=newest)
+    _register(cp, 1, "later")
+    with cp.db.read() as session:
+        recorded = cp.store.entries(session, 0, 10_000, action="ledger.checkpoint_missing")
+    assert len(recorded) == 1
+    assert recorded[0]["actor"] == "system"
+    assert recorded[0]["seq"] > newest  # the last entry of the write that noticed it
+    assert recorded[0]["payload"]["expected_checkpoint_size"] == newest
+    report = check_database(cp.store, replay=False)
+    assert not report.ok
+    assert any(f"checkpoint for size {newest} deleted" in problem for problem in report.problems), (
+        report.problems
+    )
+    _register(cp, 1, "again")  # nothing more is missing: no second record
+    with cp.db.read() as session:
+        assert len(cp.store.entries(session, 0, 10_000, action="ledger.checkpoint_missing")) == 1
