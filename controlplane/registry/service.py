@@ -449,8 +449,14 @@ class RegistryService:
         else:
             savepoint = session.begin_nested()
             try:
-                for setting in _INDEX_WALK_SETTINGS:
-                    session.execute(text(f"SET LOCAL {setting} = off"))
+                session.execute(  # SET LOCAL of each, in one statement
+                    text(
+                        "SELECT "
+                        + ", ".join(
+                            f"set_config('{name}', 'off', true)" for name in _INDEX_WALK_SETTINGS
+                        )
+                    )
+                )
                 rows = session.execute(query).all()
             finally:
                 savepoint.rollback()
