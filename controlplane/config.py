@@ -75,6 +75,13 @@ class Settings(BaseSettings):
         default=64 * 1024 * 1024, description="Largest request body the API accepts."
     )
     token_ttl_days: int = Field(default=365, description="Default lifetime of new API tokens.")
+    api_concurrency: int = Field(
+        default=16,
+        ge=1,
+        le=512,
+        description="Requests one API process handles at once (more wait in order); its "
+        "database pool holds up to twice this many connections plus 8.",
+    )
     verify_state_file: Path = Field(
         default_factory=lambda: _xdg("XDG_STATE_HOME", ".local/state") / "verify-state.json",
         description="Where `controlplane verify` keeps the last verified checkpoint.",

@@ -63,7 +63,7 @@ class ControlPlane:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.db = Database(settings.resolved_database_url)
+        self.db = Database(settings.resolved_database_url, concurrency=settings.api_concurrency)
         self._key = load_or_create_private_key(settings.resolved_signing_key_file)
         registered = self._registered_origin()
         origin = registered or settings.origin or f"controlplane.local/{secrets.token_hex(4)}"

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from controlplane import __version__
 from controlplane.api import observability, problems
-from controlplane.api.limits import BodyLimit, RejectNul
+from controlplane.api.limits import BodyLimit, ConcurrencyLimit, RejectNul
 from controlplane.api.routers import alerts as alert_routes
 from controlplane.api.routers import artifacts, governance, health, ledger, principals
 from controlplane.api.routers import contracts as contract_routes
@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None, cp: ControlPlane | None = None)
     app.include_router(alert_routes.router)
     app.add_middleware(BodyLimit, max_bytes=plane.settings.max_body_bytes)
     app.add_middleware(RejectNul)
+    app.add_middleware(ConcurrencyLimit, limit=plane.settings.api_concurrency)
     # last, so outermost: request ids, access log, metrics (and /metrics)
     operations = observability.install(app, plane)
     return app

@@ -1,7 +1,9 @@
-"""Request body size limit, enforced while the body streams in (not only by Content-Length)."""
+"""Limits at the edge: request body size (enforced while the body streams in, not only by
+Content-Length), NUL characters, and the number of requests handled at once."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from starlette.exceptions import HTTPException
@@ -88,3 +90,30 @@ class BodyLimit:
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+class ConcurrencyLimit:
+    """At most ``limit`` requests of this replica are handled at once; the rest wait here, in
+    order, holding nothing.
+
+    A request holds a read session from authentication to its response, and a write needs a
+    second connection (PostgreSQL: from the same pool; SQLite: the writer, then a read after
+    the commit). Unbounded, 40 concurrent requests took every connection of the pools and then
+    each waited for a second one that no one would free, until the pool timeout. The database
+    pools are sized for ``limit`` (see ``Database``), so a request that got in always gets
+    its connections. Waiting happens on the event loop, before any dependency runs.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self._semaphore: asyncio.Semaphore | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self._semaphore is None:  # created on the serving event loop
+            self._semaphore = asyncio.Semaphore(self.limit)
+        async with self._semaphore:
+            await self.app(scope, receive, send)

@@ -158,14 +158,15 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(OperationalError)
     @app.exception_handler(PoolTimeout)
     async def _busy(request: Request, exc: Exception) -> JSONResponse:
+        if not transient(exc):
+            return _internal_error(request, exc)
         # The database is unreachable, or still locked by other writers after the wait (the
-        # SQLite busy timeout, the writer pool's timeout): a transient state, and the
-        # transaction rolled back, so the client may simply retry.
+        # SQLite busy timeout, the writer pool's timeout): transient, so the client may retry.
         log.error("database unavailable on %s: %s", request.url.path, exc)
         response = problem(
             503,
             "Service unavailable",
-            "the database is unavailable or busy; nothing was recorded, retry later",
+            "the database is unavailable or busy; retry later",
             "database-unavailable",
             request,
         )
@@ -182,12 +183,33 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
-        log.exception(
-            "unhandled error on %s %s",
-            request.method,
-            request.url.path,
-            extra={"request_id": request_id_of(request.scope)},
-        )
-        return problem(
-            500, "Internal error", "the server failed; see its log", "internal-error", request
-        )
+        return _internal_error(request, exc)
+
+
+def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception(
+        "unhandled error on %s %s",
+        request.method,
+        request.url.path,
+        exc_info=exc,
+        extra={"request_id": request_id_of(request.scope)},
+    )
+    return problem(
+        500, "Internal error", "the server failed; see its log", "internal-error", request
+    )
+
+
+def transient(exc: Exception) -> bool:
+    """Whether a database error is a passing state worth a retry: the pool's wait ran out,
+    SQLite is still locked or busy, or PostgreSQL's connection failed or it broke a deadlock
+    or serialisation conflict. SQLite reports a missing table or a read-only file with the same
+    exception class: those are faults, not a reason to retry."""
+    if isinstance(exc, PoolTimeout):
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    orig = getattr(exc, "orig", None)
+    if type(orig).__module__.startswith("sqlite3"):
+        text = str(orig).lower()
+        return "locked" in text or "busy" in text
+    return True  # psycopg: connection failures, deadlocks, serialisation failures, cancels

@@ -34,7 +34,7 @@ def missing_checkpoints(entry: Mapping[str, Any], report: VerificationReport) ->
     payload = payload if isinstance(payload, Mapping) else {}
     found = payload.get("previous_checkpoint_size")
     report.fail(
-        f"seq {entry.get('seq')}: the server found the signed checkpoint for size "
+        f"the server found the signed checkpoint for size "
         f"{payload.get('expected_checkpoint_size')} deleted from its database (the previous one "
         f"it still had was for size {found if found is not None else 'none'})",
         entry.get("seq") if isinstance(entry.get("seq"), int) else None,

@@ -23,14 +23,15 @@ from sqlalchemy.orm import Session, sessionmaker
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 
 
-def _sqlite_engine(url: str, immediate: bool) -> Engine:
-    pool: dict[str, Any] = (
-        # one write transaction at a time per process anyway: queue for it on the pool
-        {"pool_size": 1, "max_overflow": 0, "pool_timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
-        if immediate
-        else {}
+def _sqlite_engine(url: str, immediate: bool, pool: dict[str, Any] | None = None) -> Engine:
+    database = make_url(url).database
+    if immediate:  # one write transaction at a time per process anyway: queue on the pool
+        pool = {"pool_size": 1, "max_overflow": 0, "pool_timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+    if not database or database == ":memory:":
+        pool = None  # a memory database has a singleton pool of its own
+    engine = create_engine(
+        url, connect_args={"check_same_thread": False, "timeout": 60}, **(pool or {})
     )
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60}, **pool)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -50,16 +51,24 @@ def _sqlite_engine(url: str, immediate: bool) -> Engine:
 
 
 class Database:
-    """A writer and a reader engine over one database URL."""
+    """A writer and a reader engine over one database URL.
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    ``concurrency`` is how many requests may use the database at once (the API's
+    ``api_concurrency``): each may hold two connections at a time (its read session and a
+    write, or a read after its commit), and background workers (outbox, mirror, alerts) a few
+    more, so the pools reach ``2 * concurrency + 8`` before anyone waits. Idle connections
+    beyond ``concurrency`` are closed as they come back.
+    """
+
+    def __init__(self, url: str, *, echo: bool = False, concurrency: int = 16) -> None:
         self.url = url
         self.dialect = make_url(url).get_backend_name()
+        pool = {"pool_size": concurrency, "max_overflow": concurrency + 8}
         if self.dialect == "sqlite":
             self.writer = _sqlite_engine(url, immediate=True)
-            self.reader = _sqlite_engine(url, immediate=False)
+            self.reader = _sqlite_engine(url, immediate=False, pool=pool)
         else:
-            self.writer = create_engine(url, echo=echo, pool_pre_ping=True)
+            self.writer = create_engine(url, echo=echo, pool_pre_ping=True, **pool)
             self.reader = self.writer
         self._write_sessions = sessionmaker(self.writer, expire_on_commit=False)
         self._read_sessions = sessionmaker(self.reader, expire_on_commit=False)

@@ -241,7 +241,8 @@ class Transaction:
         if previous is not None and previous.tree_size == size:
             return previous  # signed already (once per size)
         began = self.appended[0].seq if self.appended else None
-        if began and (previous is None or previous.tree_size != began):
+        # (a checkpoint above ``began`` was signed by this very transaction, mid-way)
+        if began and (previous is None or previous.tree_size < began):
             # Every appending transaction signs, so the one before ended at our first seq. If
             # it is gone, the chain of links would simply skip it: say so in the ledger.
             self._record_missing_checkpoint(began, previous)

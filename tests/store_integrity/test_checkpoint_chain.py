@@ -199,3 +199,18 @@ def test_a_deleted_newest_checkpoint_is_recorded_by_the_next_write(cp: ControlPl
     _register(cp, 1, "again")  # nothing more is missing: no second record
     with cp.db.read() as session:
         assert len(cp.store.entries(session, 0, 10_000, action="ledger.checkpoint_missing")) == 1
+
+
+def test_a_checkpoint_signed_mid_transaction_is_no_missing_one(cp: ControlPlane) -> None:
+    """``sign_checkpoint`` may be called in the middle of a transaction that then appends
+    more: the checkpoint before the final one is then this transaction's own, not a gap."""
+    _register(cp, 2)
+    with cp.store.transaction() as tx:
+        tx.append(actor="admin", action="test.first", subject={"n": 1}, payload={})
+        tx.sign_checkpoint()
+        tx.append(actor="admin", action="test.second", subject={"n": 2}, payload={})
+    _register(cp, 1, "after")
+    with cp.db.read() as session:
+        assert cp.store.entries(session, 0, 10_000, action="ledger.checkpoint_missing") == []
+    report = check_database(cp.store, replay=False)
+    assert report.ok, report.problems
