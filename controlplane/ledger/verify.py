@@ -160,7 +160,10 @@ class LinkChain:
     its whole signed note; so, as with the entry chain, verifying the signature of the latest
     checkpoint protects every earlier one, and checking a link is one SHA-256. The chain starts
     at the first linked checkpoint (older ones predate links, and a ledger's first checkpoint
-    has nothing to name); after it, a checkpoint without a link is a stripped one.
+    has nothing to name). After it, a checkpoint without a link is either signed by the server
+    (a replica of an earlier version, during a rolling upgrade: the chain starts again after
+    it, ``restarts`` counts them) or a stripped one: ``signed`` tells which, as the walk over
+    every row does not verify each signature.
 
     ``complete`` says every checkpoint is fed (the database check): a named size that was not
     fed is then missing. Otherwise (a sample: a bundle, the server's spread) only the links
@@ -170,11 +173,19 @@ class LinkChain:
     was compared); at most ``limit`` problems are named, the rest counted.
     """
 
-    def __init__(self, report: VerificationReport, complete: bool, limit: int = 10) -> None:
+    def __init__(
+        self,
+        report: VerificationReport,
+        complete: bool,
+        limit: int = 10,
+        signed: Callable[[str], bool] = lambda _note: True,
+    ) -> None:
         self.report = report
         self.complete = complete
         self.limit = limit
+        self.signed = signed
         self.broken = 0
+        self.restarts = 0
         self._previous: tuple[int, str] | None = None
         self._first_linked: int | None = None
 
@@ -193,11 +204,14 @@ class LinkChain:
         if checkpoint is None:
             return
         if link is None:
-            if self._first_linked is not None:
+            if self._first_linked is not None and self.signed(note):
+                self._first_linked = None  # signed without a link: an earlier version's
+                self.restarts += 1
+            elif self._first_linked is not None:
                 self._fail(
                     f"checkpoint for size {size} has no link to its previous checkpoint, but "
                     f"every checkpoint from size {self._first_linked} on must: its link line "
-                    "was stripped"
+                    "was stripped (and the note's signature does not verify)"
                 )
             return
         if self._first_linked is None:

@@ -22,7 +22,7 @@ from controlplane.ledger.checkpoint import (
     sign_note,
     split_note,
 )
-from controlplane.ledger.errors import MalformedError
+from controlplane.ledger.errors import LedgerError, MalformedError
 from controlplane.ledger.verify import LinkChain, VerificationReport, open_checkpoints
 from tests.ledger.test_checkpoint import private_key
 
@@ -55,9 +55,17 @@ def build(sizes: list[int], legacy: int = 0) -> Chain:
     return chain
 
 
+def signed_by_us(note: str) -> bool:
+    try:
+        Checkpoint.open(note, [VERIFIER])
+    except LedgerError:
+        return False
+    return True
+
+
 def walk(chain: Chain, complete: bool = True) -> VerificationReport:
     report = VerificationReport()
-    links = LinkChain(report, complete)
+    links = LinkChain(report, complete, signed=signed_by_us)
     for size, note in chain:
         links.feed(size, note)
     links.finish()
@@ -184,16 +192,36 @@ def test_a_replaced_checkpoint_is_caught_even_validly_signed(
 @settings(max_examples=40, deadline=None)
 @given(sizes=sizes_strategy, data=st.data())
 def test_a_stripped_link_is_caught(sizes: list[int], data: st.DataObject) -> None:
-    """After the first linked checkpoint every one must be linked: one re-signed without
-    its line (or served without it: then its signature fails too) is named."""
+    """After the first linked checkpoint every one must be linked: one served without its
+    line (so without a valid signature: only the server's key could re-sign it) is named."""
     chain = build(sizes)
     index = data.draw(st.integers(2, len(chain) - 1), label="stripped")
-    tampered = [*chain[:index], (sizes[index], sign(sizes[index], None)), *chain[index + 1 :]]
+    note = chain[index][1]
+    stripped = "\n".join(line for line in note.split("\n") if not line.startswith("prev "))
+    tampered = [*chain[:index], (sizes[index], stripped), *chain[index + 1 :]]
     report = walk(tampered)
     assert report.problems[0] == (
         f"checkpoint for size {sizes[index]} has no link to its previous checkpoint, but every "
-        f"checkpoint from size {sizes[1]} on must: its link line was stripped"
+        f"checkpoint from size {sizes[1]} on must: its link line was stripped (and the note's "
+        "signature does not verify)"
     )
+
+
+@settings(max_examples=40, deadline=None)
+@given(sizes=sizes_strategy, data=st.data())
+def test_a_signed_unlinked_checkpoint_restarts_the_chain(
+    sizes: list[int], data: st.DataObject
+) -> None:
+    """A replica of an earlier version, during a rolling upgrade, signs checkpoints without
+    links among linked ones; the next linked ones name it as it is: an honest chain."""
+    index = data.draw(st.integers(2, len(sizes) - 1), label="unlinked")
+    chain: Chain = []
+    for position, size in enumerate(sizes):
+        link = CheckpointLink.to(*chain[-1]) if chain and position != index else None
+        chain.append((size, sign(size, link)))
+    report = walk(chain)
+    assert report.ok, report.problems
+    assert report.checkpoint_links_verified == len(sizes) - 2
 
 
 @settings(max_examples=40, deadline=None)

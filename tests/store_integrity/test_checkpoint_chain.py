@@ -150,22 +150,40 @@ def test_a_ledger_signed_before_links_still_verifies(cp: ControlPlane) -> None:
 
 
 def test_a_link_stripped_after_the_chain_began_is_named(cp: ControlPlane) -> None:
+    """Without the server's key, stripping a link line breaks the note's signature."""
     _register(cp, 3)
     _drop_triggers(cp)
     rows = _rows(cp)
     size = rows[-2]["tree_size"]
-    _sql(
+    stripped = "\n".join(
+        line for line in rows[-2]["note"].split("\n") if not line.startswith("prev ")
+    )
+    _sql(cp, "UPDATE checkpoints SET note = :n WHERE tree_size = :s", n=stripped, s=size)
+    problems = check_database(cp.store, replay=False).problems
+    assert any(
+        p.startswith(f"checkpoint for size {size} has no link to its previous checkpoint, but ")
+        and p.endswith("was stripped (and the note's signature does not verify)")
+        for p in problems
+    ), problems
+    assert any(f"previous checkpoint at size {size}, which differs" in p for p in problems)
+
+
+def test_an_unlinked_checkpoint_signed_by_the_server_restarts_the_chain(cp: ControlPlane) -> None:
+    """During a rolling upgrade a replica of an earlier version signs checkpoints without a
+    link among linked ones: that is no tampering (it carries the server's signature), so the
+    chain starts again after it instead of verification failing for good."""
+    _register(cp, 3)
+    _drop_triggers(cp)
+    newest = _rows(cp)[-1]["tree_size"]
+    _sql(  # what the earlier version signed for this size: no link line
         cp,
         "UPDATE checkpoints SET note = :n WHERE tree_size = :s",
-        n=_signed(cp, size, None),
-        s=size,
+        n=_signed(cp, newest, None),
+        s=newest,
     )
-    problems = check_database(cp.store, replay=False).problems
-    assert problems[0] == (
-        f"checkpoint for size {size} has no link to its previous checkpoint, but every "
-        f"checkpoint from size {rows[1]['tree_size']} on must: its link line was stripped"
-    )
-    assert any(f"previous checkpoint at size {size}, which differs" in p for p in problems)
+    _register(cp, 2, "after")  # the next one links to it as it is stored
+    report = check_database(cp.store, replay=False)
+    assert report.ok, report.problems
 
 
 def test_bundle_json_stays_a_sample(cp: ControlPlane) -> None:
