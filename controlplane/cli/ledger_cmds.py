@@ -30,6 +30,8 @@ from controlplane.client.verify import (
     verify_server,
 )
 from controlplane.config import Settings
+from controlplane.contracts.audit import ContractAuditor
+from controlplane.governance.audit import SignoffAuditor
 from controlplane.ledger import merkle
 from controlplane.ledger.verify import VerificationReport
 
@@ -271,13 +273,17 @@ def _verify_database() -> tuple[VerificationReport, str]:
     from controlplane.store.integrity import check_database
 
     cp = ControlPlane(Settings())
+    auditor, contracts = SignoffAuditor(), ContractAuditor()
     try:
         with _progress() as bar:
             task = bar.add_task("checking", total=None)
             report = check_database(
                 cp.store,
                 progress=lambda what, n: bar.update(task, description=what, completed=n),
+                observers=[auditor, contracts],
             )
+        report.signoffs_verified = auditor.checked
+        report.contracts_verified = contracts.checked
         return report, cp.db.url.split("@")[-1]
     finally:
         cp.close()

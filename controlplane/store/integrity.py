@@ -33,7 +33,7 @@ from controlplane.ledger import merkle
 from controlplane.ledger.checkpoint import Checkpoint, NoteVerifier, split_note
 from controlplane.ledger.entry import Entry
 from controlplane.ledger.errors import LedgerError
-from controlplane.ledger.verify import LinkChain, VerificationReport, verify_ledger
+from controlplane.ledger.verify import LinkChain, Observer, VerificationReport, verify_ledger
 from controlplane.store import migrate, projector
 from controlplane.store.database import Database
 from controlplane.store.ledger_store import LedgerStore, entry_to_row
@@ -71,9 +71,16 @@ _MAX_REFERENCE_DEPTH = 8
 
 
 def check_database(
-    store: LedgerStore, *, replay: bool = True, progress: Progress | None = None
+    store: LedgerStore,
+    *,
+    replay: bool = True,
+    progress: Progress | None = None,
+    observers: Iterable[Observer] = (),
 ) -> VerificationReport:
-    """Verify chain, checkpoints, Merkle nodes, index columns and (optionally) projections."""
+    """Verify chain, checkpoints, Merkle nodes, index columns and (optionally) projections.
+
+    ``observers`` see every entry as :func:`verify_ledger` streams them: the callers above the
+    store pass the sign-off and contract auditors (this layer cannot know them)."""
     with store.db.read() as session:
         keys = [r.verifier for r in session.execute(select(ServerKeyRow)).scalars()]
         verifiers = [NoteVerifier.parse(k) for k in keys] or [store.signer.verifier]
@@ -84,6 +91,7 @@ def check_database(
             verifiers,
             store.signer.origin,
             links=False,  # every link, not the sample's: _check_checkpoint_rows
+            observers=observers,
         )
         _check_checkpoint_rows(session, report, verifiers)
         if replay and report.ok:

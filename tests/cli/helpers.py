@@ -100,3 +100,17 @@ def one_line_error(result: Result) -> str:
     assert len(lines) == 1, describe(result)
     assert lines[0].startswith("error: "), describe(result)
     return lines[0]
+
+
+def operator_env(server: LiveServer, directory: Path) -> dict[str, str | None]:
+    """The operator on the server machine: ``verify --database`` reads the database itself."""
+    settings = server.cp.settings
+    return cli_env(
+        None,
+        directory,
+        CONTROLPLANE_DATA_DIR=str(settings.data_dir),
+        CONTROLPLANE_DATABASE_URL=settings.resolved_database_url,
+        CONTROLPLANE_PSEUDONYM_SECRET="test-pseudonym-secret",
+        CONTROLPLANE_ORIGIN=settings.origin,
+        CONTROLPLANE_MLFLOW_ENABLED="false",  # its database costs seconds to create
+    )

@@ -14,8 +14,7 @@ from typing import Any
 import typer.main
 
 from controlplane.cli.main import app
-from tests.cli.helpers import RUBRIC, cli_env, describe, ok, run_json
-from tests.cli.test_tamper_tables import operator_env
+from tests.cli.helpers import RUBRIC, cli_env, describe, ok, operator_env, run_json
 from tests.utils.server import LiveServer
 
 LIST_COMMANDS: dict[tuple[str, ...], tuple[str, ...]] = {

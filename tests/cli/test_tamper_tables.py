@@ -21,7 +21,15 @@ from sqlalchemy import text
 from controlplane.ledger.checkpoint import Checkpoint, CheckpointLink
 from controlplane.ledger.verify import VerificationReport
 from controlplane.store.integrity import check_database
-from tests.cli.helpers import cli_env, describe, fails, invoke, json_of, ok, run_json
+from tests.cli.helpers import (
+    describe,
+    fails,
+    invoke,
+    json_of,
+    ok,
+    operator_env,
+    run_json,
+)
 from tests.cli.test_tamper import (
     EDITS,
     Ledger,
@@ -56,20 +64,6 @@ def database_check(server: LiveServer) -> VerificationReport:
     the replay of the projections (no test here touches them; it costs a migrated scratch
     database each time, and the command itself runs it in ``database_cli``)."""
     return check_database(server.cp.store, replay=False)
-
-
-def operator_env(server: LiveServer, directory: Path) -> dict[str, str | None]:
-    """The operator on the server machine: ``verify --database`` reads the database itself."""
-    settings = server.cp.settings
-    return cli_env(
-        None,
-        directory,
-        CONTROLPLANE_DATA_DIR=str(settings.data_dir),
-        CONTROLPLANE_DATABASE_URL=settings.resolved_database_url,
-        CONTROLPLANE_PSEUDONYM_SECRET="test-pseudonym-secret",
-        CONTROLPLANE_ORIGIN=settings.origin,
-        CONTROLPLANE_MLFLOW_ENABLED="false",  # its database costs seconds to create
-    )
 
 
 def database_cli(server: LiveServer, directory: Path, k: int) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from controlplane.governance.audit import SignoffAuditor
 from controlplane.governance.service import Refused
 from controlplane.ledger.verify import VerificationReport
-from tests.cli.helpers import cli_env, ok, run_json
+from tests.cli.helpers import cli_env, ok, operator_env, run_json
 from tests.governance.helpers import World, pinned_clock, stamp
 from tests.utils.server import LiveServer
 
@@ -87,6 +87,9 @@ def test_revoked_key_history_and_refusals(server: LiveServer, tmp_path: Path) ->
         ok(["export", "--output", str(bundle_path)], env)
         offline = run_json(["verify", "--bundle", str(bundle_path)], env)
         assert offline["ok"] is True and offline["signoffs_verified"] == 1, offline
+        # and the operator's check of the database itself runs the same audit
+        database = run_json(["verify", "--database"], operator_env(server, tmp_path / "op"))
+        assert database["ok"] is True and database["signoffs_verified"] == 1, database
 
     # the same valid signature, recorded after the revocation, does not pass the audit
     entries = json.loads(bundle_path.read_text())["entries"]
