@@ -22,7 +22,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from controlplane.crypto.keys import public_key_from_b64
+from controlplane.crypto.keys import key_id, public_key_from_b64
 
 REGISTERED = "signing_key.registered"
 REVOKED = "signing_key.revoked"
@@ -88,6 +88,8 @@ class KeyRing:
         if "key_id" not in payload:
             raise InvalidKeyEntry("registered sign-off key has no key_id")
         kid = str(payload["key_id"])
+        if kid != key_id(public_key):  # the server derives it; a ledger saying otherwise lies
+            raise InvalidKeyEntry("registered sign-off key's key_id is not its key's id")
         if kid in self._owner_of:
             return
         self._owner_of[kid] = owner

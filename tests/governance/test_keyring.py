@@ -135,6 +135,7 @@ def test_keys_of_is_a_copy() -> None:
         ({"public_key": "AAAA"}, "not an Ed25519 key"),  # base64, but 3 bytes
         ({"public_key": None}, "not an Ed25519 key"),
         ({"key_id": None}, "has no key_id"),
+        ({"key_id": KEY_IDS[1]}, "key_id is not its key's id"),  # another key's id
     ],
 )
 def test_a_registration_without_a_usable_key_raises_and_registers_nothing(
