@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import multiprocessing as mp
 import os
-import platform
 import random
 import signal
 import subprocess
@@ -40,13 +38,13 @@ import httpx
 
 from benchmarks.run import (
     DATABASES,
-    PG_ADMIN_DSN,
-    PG_URL_TEMPLATE,
+    add_common_args,
     digest_of,
     fresh_database,
     log,
     percentile,
     register_one,
+    write_json,
 )
 from controlplane.config import Settings
 from controlplane.core import ControlPlane
@@ -488,16 +486,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.api_load", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="both")
+    add_common_args(parser)
     parser.add_argument("--quick", action="store_true", help="smoke test: 2 processes, 1 s each")
-    parser.add_argument("--json", type=Path, help="write every figure to this file")
     parser.add_argument("--duration", type=float, help="seconds of load per endpoint (10)")
     parser.add_argument("--procs", type=int, help="load-generator processes (4)")
     parser.add_argument("--chains", type=int, help="seeded lineage chains (30)")
     parser.add_argument("--depth", type=int, help="versions per seeded chain (10)")
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--pg-admin-dsn", default=PG_ADMIN_DSN)
-    parser.add_argument("--pg-url-template", default=PG_URL_TEMPLATE)
     return parser.parse_args(argv)
 
 
@@ -511,18 +505,7 @@ def main(argv: list[str] | None = None) -> int:
     table = render_table(results, cfg)
     print(table)
     if args.json:
-        document = {
-            "config": asdict(cfg),
-            "argv": sys.argv,
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "load_average_before": load_before,
-            "results": results,
-            "table": table.splitlines(),
-        }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(document, indent=2, default=str) + "\n")
+        write_json(args.json, cfg, results, table, load_average_before=load_before)
         log("api", f"wrote {args.json}")
     return 0
 

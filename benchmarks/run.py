@@ -1382,14 +1382,38 @@ def render_table(results: list[dict]) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    """The options every benchmark entry point has: databases, JSON output, seed, PostgreSQL."""
+    parser.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument("--json", type=Path, help="write every figure to this file")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--pg-admin-dsn", default=PG_ADMIN_DSN)
+    parser.add_argument("--pg-url-template", default=PG_URL_TEMPLATE)
+
+
+def write_json(path: Path, cfg: Any, results: list[dict], table: str, **extra: Any) -> None:
+    """Every figure of a run, with the configuration and the machine it ran on."""
+    document = {
+        "config": asdict(cfg),
+        "argv": sys.argv,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        **extra,
+        "results": results,
+        "table": table.splitlines(),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2, default=str) + "\n")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.run", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="both")
+    add_common_args(parser)
     parser.add_argument("--quick", action="store_true", help="smoke test: sizes 1k,10k, n=200")
     parser.add_argument("--sizes", help="ledger sizes for proofs, e.g. 10000,100000,1000000")
-    parser.add_argument("--json", type=Path, help="write every figure to this file")
     parser.add_argument("--n", dest="reg_n", type=int, help="registrations per variant")
     parser.add_argument("--batch", dest="reg_batch", type=int, help="appends per batch transaction")
     parser.add_argument("--proofs", type=int, help="random proofs per size")
@@ -1421,9 +1445,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         help="seconds of proof sampling per size (at least 10 samples are always taken)",
     )
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--pg-admin-dsn", default=PG_ADMIN_DSN)
-    parser.add_argument("--pg-url-template", default=PG_URL_TEMPLATE)
     return parser.parse_args(argv)
 
 
@@ -1436,17 +1457,7 @@ def main(argv: list[str] | None = None) -> int:
     table = render_table(results)
     print(table)
     if args.json:
-        document = {
-            "config": asdict(cfg),
-            "argv": sys.argv,
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "results": results,
-            "table": table.splitlines(),
-        }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(document, indent=2, default=str) + "\n")
+        write_json(args.json, cfg, results, table)
         log("bench", f"wrote {args.json}")
     return 0
 
