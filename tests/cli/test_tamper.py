@@ -266,11 +266,9 @@ def test_rehashed_rewrite_is_caught_by_signed_checkpoints(shared: Ledger, tmp_pa
     assert run_json(["verify", "--state", ledger.state], ledger.env)["ok"] is True
 
 
-def test_rollback_is_caught_by_the_pinned_checkpoint(ledger: Ledger, tmp_path: Path) -> None:
-    """Delete the newest entries together with their Merkle nodes and checkpoints: a
-    self-consistent shorter ledger. Only the checkpoint pinned by the earlier verify shows
-    that history went backwards."""
-    server, keep = ledger.server, ledger.size - 2
+def roll_back(server: LiveServer, keep: int) -> None:
+    """Restore an older state the way a backup would: the newest entries, their Merkle nodes
+    and checkpoints are gone together, so what is left is a self-consistent shorter ledger."""
     drop_triggers(server, APPEND_ONLY)
     with server.cp.db.writer.begin() as conn:
         conn.execute(text("DELETE FROM ledger_entries WHERE seq >= :keep"), {"keep": keep})
@@ -284,6 +282,14 @@ def test_rollback_is_caught_by_the_pinned_checkpoint(ledger: Ledger, tmp_path: P
                 ),
                 {"level": level, "width": 2**level, "keep": keep},
             )
+
+
+def test_rollback_is_caught_by_the_pinned_checkpoint(ledger: Ledger, tmp_path: Path) -> None:
+    """Delete the newest entries together with their Merkle nodes and checkpoints: a
+    self-consistent shorter ledger. Only the checkpoint pinned by the earlier verify shows
+    that history went backwards."""
+    server, keep = ledger.server, ledger.size - 2
+    roll_back(server, keep)
 
     # The rollback is consistent: a client with no history of this server accepts it...
     newcomer = run_json(["verify", "--state", tmp_path / "newcomer.json"], ledger.env)

@@ -8,10 +8,6 @@ from dataclasses import dataclass
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import text
-
-from tests.cli.test_tamper import APPEND_ONLY, drop_triggers
-from tests.utils.server import LiveServer
 
 
 @dataclass(frozen=True)
@@ -50,21 +46,3 @@ def wait_for(condition: Callable[[], bool], timeout: float = 20.0, what: str = "
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or condition}")
         time.sleep(0.1)
-
-
-def roll_back(server: LiveServer, keep: int) -> None:
-    """Restore an older state the way a backup would: the newest entries, their Merkle nodes
-    and checkpoints are gone together, so what is left is a self-consistent shorter ledger."""
-    drop_triggers(server, APPEND_ONLY)
-    with server.cp.db.writer.begin() as conn:
-        conn.execute(text("DELETE FROM ledger_entries WHERE seq >= :keep"), {"keep": keep})
-        conn.execute(text("DELETE FROM checkpoints WHERE tree_size > :keep"), {"keep": keep})
-        # A node at (level, idx) covers leaves [idx * 2**level, (idx + 1) * 2**level).
-        levels = [row[0] for row in conn.execute(text("SELECT DISTINCT level FROM merkle_nodes"))]
-        for level in levels:
-            conn.execute(
-                text(
-                    "DELETE FROM merkle_nodes WHERE level = :level AND (idx + 1) * :width > :keep"
-                ),
-                {"level": level, "width": 2**level, "keep": keep},
-            )

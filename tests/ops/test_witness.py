@@ -27,7 +27,8 @@ from tests.cli.helpers import (
     ok,
     run_json,
 )
-from tests.ops.helpers import roll_back, scrape
+from tests.cli.test_tamper import roll_back
+from tests.ops.helpers import scrape
 from tests.utils.databases import KINDS, served
 from tests.utils.server import LiveServer
 
