@@ -26,14 +26,8 @@ from typing import Any
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import (
-    Encoding,
-    NoEncryption,
-    PrivateFormat,
-)
 
 from controlplane import clock
-from controlplane.authz.service import Principal
 from controlplane.client.api import ApiClient
 from controlplane.client.verify import StateFile, verify_server
 from controlplane.config import REPO_ROOT, Settings
@@ -45,7 +39,7 @@ from controlplane.ledger.verify import VerificationReport
 from controlplane.registry.refs import VersionRef
 from controlplane.runners.spec import JobRequest
 from controlplane.store.integrity import check_database
-from tests.runners.helpers import RUBRIC, rows
+from tests.runners.helpers import RUBRIC, Actor, rows
 from tests.utils.databases import make_settings
 from tests.utils.server import free_port
 
@@ -235,21 +229,6 @@ def wait_clients(clients: list[Client], timeout: float) -> list[dict[str, Any]]:
 
 
 # -- the world -----------------------------------------------------------------------------------
-
-
-@dataclass
-class Actor:
-    principal: Principal
-    token: str
-    key: Ed25519PrivateKey | None = None
-
-    @property
-    def id(self) -> str:
-        return self.principal.id
-
-    def key_pem(self) -> str:
-        assert self.key is not None
-        return self.key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode()
 
 
 def settings_for(url: str, directory: Path) -> Settings:

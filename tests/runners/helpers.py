@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from controlplane import clock
 from controlplane.authz.service import Principal
@@ -51,7 +52,9 @@ def rows(seed: str, count: int = 4) -> bytes:
 
 
 @dataclass
-class Who:
+class Actor:
+    """A principal of a test, its API token and (for signers) its private key."""
+
     principal: Principal
     token: str
     key: Ed25519PrivateKey | None = None
@@ -59,6 +62,10 @@ class Who:
     @property
     def id(self) -> str:
         return self.principal.id
+
+    def key_pem(self) -> str:
+        assert self.key is not None
+        return self.key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode()
 
 
 @dataclass
@@ -78,13 +85,15 @@ class Lab:
 
     # -- people --------------------------------------------------------------------------------
 
-    def person(self, principal_id: str, *roles: str, kind: str = "user", key: bool = False) -> Who:
+    def person(
+        self, principal_id: str, *roles: str, kind: str = "user", key: bool = False
+    ) -> Actor:
         identity = self.cp.identity
         principal = identity.create_principal("admin", principal_id, kind)
         for role in roles:
             identity.grant_role("admin", principal_id, role, self.project)
         token = identity.issue_token("admin", principal_id, "test").token
-        who = Who(principal, token)
+        who = Actor(principal, token)
         if key:
             who.key = Ed25519PrivateKey.generate()
             self.cp.governance.register_key(
@@ -92,13 +101,13 @@ class Lab:
             )
         return who
 
-    def runner(self, principal_id: str) -> Who:
+    def runner(self, principal_id: str) -> Actor:
         return self.person(principal_id, "runner", kind="runner")
 
-    def http(self, who: Who) -> httpx.Client:
+    def http(self, who: Actor) -> httpx.Client:
         return self.server.client(who.token)
 
-    def sdk(self, who: Who) -> RunnerClient:
+    def sdk(self, who: Actor) -> RunnerClient:
         api = ApiClient(self.server.url, who.token)
         self._clients.append(api)
         return RunnerClient(api)
