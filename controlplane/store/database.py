@@ -23,10 +23,16 @@ from sqlalchemy.orm import Session, sessionmaker
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 
 
-def _sqlite_engine(url: str, immediate: bool, pool: dict[str, Any] | None = None) -> Engine:
+_SQLITE_WRITER_POOL = {
+    # one write transaction at a time per process anyway: writers queue on the pool
+    "pool_size": 1,
+    "max_overflow": 0,
+    "pool_timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
+}
+
+
+def _sqlite_engine(url: str, immediate: bool, pool: dict[str, Any] | None) -> Engine:
     database = make_url(url).database
-    if immediate:  # one write transaction at a time per process anyway: queue on the pool
-        pool = {"pool_size": 1, "max_overflow": 0, "pool_timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
     if not database or database == ":memory:":
         pool = None  # a memory database has a singleton pool of its own
     engine = create_engine(
@@ -65,7 +71,7 @@ class Database:
         self.dialect = make_url(url).get_backend_name()
         pool = {"pool_size": concurrency, "max_overflow": concurrency + 8}
         if self.dialect == "sqlite":
-            self.writer = _sqlite_engine(url, immediate=True)
+            self.writer = _sqlite_engine(url, immediate=True, pool=_SQLITE_WRITER_POOL)
             self.reader = _sqlite_engine(url, immediate=False, pool=pool)
         else:
             self.writer = create_engine(url, echo=echo, pool_pre_ping=True, **pool)
