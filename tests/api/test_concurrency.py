@@ -9,14 +9,19 @@ wait their turn before holding anything (``api_concurrency``) and the pools are 
 from __future__ import annotations
 
 import base64
+import sqlite3
 import threading
 from collections import Counter
 
 import httpx
+import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from controlplane.api.problems import transient
 from controlplane.store.database import Database
 from tests.utils.server import LiveServer
 
@@ -75,3 +80,19 @@ def test_memory_databases_still_open() -> None:
         with database.read() as session:
             assert session.execute(text("SELECT 1")).scalar_one() == 1
         database.dispose()
+
+
+def test_only_passing_database_states_count_as_transient() -> None:
+    """What the 503-with-Retry-After handler accepts: the states a retry can outlive."""
+
+    def wrapped(error: Exception) -> OperationalError:
+        return OperationalError("SELECT 1", {}, error)
+
+    assert transient(PoolTimeout("QueuePool limit reached"))
+    assert transient(wrapped(sqlite3.OperationalError("database is locked")))
+    assert transient(wrapped(sqlite3.OperationalError("database table is busy")))
+    assert not transient(wrapped(sqlite3.OperationalError("no such table: jobs")))
+    assert not transient(wrapped(sqlite3.OperationalError("attempt to write a readonly database")))
+    assert transient(wrapped(psycopg.OperationalError("connection refused")))
+    assert transient(wrapped(psycopg.errors.DeadlockDetected("deadlock detected")))
+    assert not transient(ValueError("not a database error"))
