@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
 from controlplane.client.api import ApiClient, ApiError
@@ -77,6 +78,18 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def settings_problem(exc: ValidationError) -> str:
+    """Pydantic's multi-line report as one line. For the settings it names the environment
+    variables, since the CLI reads them from ``CONTROLPLANE_*``: that is what to correct."""
+    settings = exc.title == Settings.__name__
+    problems = []
+    for error in exc.errors(include_url=False):
+        field = ".".join(str(part) for part in error["loc"])
+        name = f"CONTROLPLANE_{field.upper()}" if settings and field else field or "input"
+        problems.append(f"{name}: {error['msg']}")
+    return ("invalid setting " if settings else "invalid input ") + "; ".join(problems)
+
+
 def handle_errors(fn: F) -> F:
     """Turn API and domain errors into a one-line message and a stable exit code."""
 
@@ -93,6 +106,8 @@ def handle_errors(fn: F) -> F:
         except OSError as exc:
             where = f"{exc.filename}: " if exc.filename else ""
             fail(f"{where}{exc.strerror or exc}", EXIT_USAGE)
+        except ValidationError as exc:  # (a ValueError too) settings from the environment
+            fail(settings_problem(exc), EXIT_USAGE)
         except ValueError as exc:
             fail(str(exc), EXIT_USAGE)
 

@@ -208,3 +208,18 @@ def test_usage_errors_are_exit_2(tmp_path: Path) -> None:
             result = fails(["verify", "--bundle", path, *extra], env, 2)
             assert str(path) in one_line_error(result)
             assert result.stdout == ""
+
+
+def test_an_invalid_setting_is_one_line_naming_the_variable(tmp_path: Path) -> None:
+    env = cli_env(
+        None,
+        tmp_path,
+        CONTROLPLANE_API_CONCURRENCY="0",
+        CONTROLPLANE_JOB_LEASE_SECONDS="soon",
+    )
+    result = fails(["verify", "--database"], env, 2)
+    assert result.stderr.strip().splitlines() == [
+        "error: invalid setting CONTROLPLANE_API_CONCURRENCY: Input should be greater than or "
+        "equal to 1; CONTROLPLANE_JOB_LEASE_SECONDS: Input should be a valid integer, unable to "
+        "parse string as an integer"
+    ]
